@@ -1,0 +1,57 @@
+# scmulan developer and user commands. `make demo` and `make test` set everything up on a fresh clone.
+#
+# torch is always installed pinned: an unpinned torch pulls a multi-GB CUDA build on machines that only have the
+# CPU wheel. GPU users: `make demo TORCH_INDEX=https://download.pytorch.org/whl/cu126` (any index pip understands).
+PYTHON ?= python3
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX ?=
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+TORCH_PIP_ARGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple,)
+
+.PHONY: demo test docs lint benchmarks clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+# One stamp per extra: the demo needs the package only, tests add the `test` extra, docs the `doc` extra.
+$(VENV)/.stamp-base: pyproject.toml | $(BIN)/python
+	$(PIP) install $(TORCH_PIP_ARGS) "torch==$(TORCH_VERSION)"
+	$(PIP) install "torch==$(TORCH_VERSION)" -e .
+	touch $@
+
+$(VENV)/.stamp-test: $(VENV)/.stamp-base
+	$(PIP) install "torch==$(TORCH_VERSION)" -e ".[test]"
+	touch $@
+
+$(VENV)/.stamp-doc: $(VENV)/.stamp-test
+	$(PIP) install "torch==$(TORCH_VERSION)" -e ".[test,doc]"
+	touch $@
+
+$(VENV)/.stamp-dev: $(VENV)/.stamp-base
+	$(PIP) install "torch==$(TORCH_VERSION)" -e ".[dev]"
+	touch $@
+
+## demo: train a small model on PBMCs, annotate held-out cells, embed, plot and generate (offline, CPU)
+demo: $(VENV)/.stamp-base
+	$(BIN)/python -m scmulan.demo --outdir scmulan_demo_output
+
+## test: run the test suite
+test: $(VENV)/.stamp-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## docs: build the documentation site (tutorials executed) with warnings as errors
+docs: $(VENV)/.stamp-doc
+	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
+
+lint: $(VENV)/.stamp-dev
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+## benchmarks: run the CPU benchmark scripts (see benchmarks/README.md)
+benchmarks: $(VENV)/.stamp-test
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) docs/_build docs/generated scmulan_demo_output
