@@ -1,0 +1,111 @@
+"""Configuration of the c-sentence transformer and its named sizes."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+# name -> sizes. Parameter counts are for the vocabulary size in brackets (they scale with |V| through the
+# entity embedding and the two heads).
+PRESETS: dict[str, dict[str, Any]] = {
+    # tests and CI: ~0.1M parameters + 3 * |V| * 64
+    "tiny": {"n_layer": 2, "n_head": 2, "n_embd": 64},
+    # tutorials, the demo and CPU fine-tuning: ~0.8M + 3 * |V| * 128
+    "small": {"n_layer": 4, "n_head": 4, "n_embd": 128},
+    # a GPU pretraining size: ~85M + 3 * |V| * 768
+    "base": {"n_layer": 12, "n_head": 12, "n_embd": 768},
+    # the released scMulan checkpoint: 368,800,320 parameters with |V| = 2222 (read from its `model_args`;
+    # the paper text says 20 blocks, the checkpoint has 24)
+    "scmulan-v1": {"n_layer": 24, "n_head": 20, "n_embd": 1120, "vocab_size": 2222, "bias": False},
+}
+
+
+@dataclass
+class TransformerConfig:
+    """Sizes of the decoder-only c-sentence transformer.
+
+    Parameters
+    ----------
+    vocab_size
+        Number of entities (rows of the entity embedding, columns of both heads).
+    n_layer
+        Number of transformer blocks.
+    n_head
+        Attention heads per block; must divide ``n_embd``.
+    n_embd
+        Width of the residual stream.
+    n_levels
+        Rows of the value (expression level) embedding: levels 0..10 give 11.
+    bias
+        Biases in the linear layers and LayerNorms (the released scMulan has none).
+    dropout
+        Dropout on embeddings, attention and residual branches during training.
+    """
+
+    vocab_size: int
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    n_levels: int = 11
+    bias: bool = False
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "n_layer", "n_head", "n_embd", "n_levels"):
+            if getattr(self, name) < 1:
+                msg = f"`{name}` must be a positive integer, got {getattr(self, name)!r}."
+                raise ValueError(msg)
+        if self.n_embd % self.n_head:
+            msg = f"`n_embd` ({self.n_embd}) must be divisible by `n_head` ({self.n_head})."
+            raise ValueError(msg)
+        if not 0.0 <= self.dropout < 1.0:
+            msg = f"`dropout` must be in [0, 1), got {self.dropout}."
+            raise ValueError(msg)
+
+    @classmethod
+    def from_preset(cls, name: str, vocab_size: int | None = None, **overrides: Any) -> TransformerConfig:
+        """Build a configuration from a named size.
+
+        Parameters
+        ----------
+        name
+            One of ``"tiny"``, ``"small"``, ``"base"``, ``"scmulan-v1"``.
+        vocab_size
+            Vocabulary size; required unless the preset fixes it (``"scmulan-v1"``).
+        **overrides
+            Any field of :class:`TransformerConfig` to change.
+        """
+        if name not in PRESETS:
+            msg = f"Unknown configuration {name!r}; choose one of {sorted(PRESETS)}."
+            raise ValueError(msg)
+        fields = dict(PRESETS[name])
+        if vocab_size is not None:
+            fields["vocab_size"] = vocab_size
+        fields.update(overrides)
+        if "vocab_size" not in fields:
+            msg = f"Preset {name!r} needs `vocab_size`."
+            raise ValueError(msg)
+        return cls(**fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as a plain dictionary (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TransformerConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            msg = f"Unknown configuration keys {sorted(unknown)}; known: {sorted(known)}."
+            raise ValueError(msg)
+        return cls(**d)
+
+    def n_params(self) -> int:
+        """Exact parameter count of :class:`~scmulan.nn.CSentenceTransformer` with this configuration."""
+        d, v = self.n_embd, self.vocab_size
+        ln = d * (2 if self.bias else 1)
+        linear_bias = (3 * d + d + 4 * d + d) if self.bias else 0
+        block = 12 * d * d + 2 * ln + linear_bias
+        return self.n_layer * block + v * d + self.n_levels * d + ln + 2 * v * d

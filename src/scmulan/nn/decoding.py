@@ -1,0 +1,291 @@
+"""Batched decoding with a key/value cache: greedy (annotation, metadata) and sampling (generation).
+
+Every routine takes a left-padded batch of prompts, runs **one** pass over the prompts that fills the cache, then
+one cached step per new token for the whole batch. Everything inside a step is a tensor operation; nothing loops
+over cells.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .model import CSentenceTransformer
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class GreedyOutput:
+    """Result of :func:`greedy_decode` for a batch of ``B`` prompts and ``S`` steps.
+
+    Attributes
+    ----------
+    tokens
+        Chosen entity ids ``(B, S)``.
+    levels
+        Their values ``(B, S)``: the value head at the chosen entity, rounded and clipped to ``0..n_levels-1``.
+    probs
+        Probability of each chosen entity under the softmax over the entities allowed at that step ``(B, S)``.
+    n_generated
+        ``(B,)``: ``S``, or fewer when ``stop_at_end`` and ``<E>`` was chosen (the count includes that ``<E>``).
+    hidden
+        ``(B, S + 1, C)``: final hidden states at the last two prompt positions followed by those at the positions
+        of the first ``S - 1`` generated tokens. ``hidden[:, 2]`` is the state at the first generated token (the
+        annotation embedding); the original scMulan takes ``hidden[:, n_generated - 1]``.
+    entity_logits, values
+        Raw head outputs at every step ``(B, S, V)`` (before any masking), only with ``return_logits=True``.
+    """
+
+    tokens: Tensor
+    levels: Tensor
+    probs: Tensor
+    n_generated: Tensor
+    hidden: Tensor
+    entity_logits: Tensor | None = None
+    values: Tensor | None = None
+
+
+@torch.inference_mode()
+def greedy_decode(
+    net: CSentenceTransformer,
+    ids: Tensor,
+    levels: Tensor,
+    attention_mask: Tensor | None,
+    n_steps: int,
+    *,
+    allowed: list[Tensor | None] | None = None,
+    banned: Tensor | None = None,
+    ban_prompt: Literal["none", "all_but_last"] = "none",
+    stop_at_end: bool = False,
+    end_id: int = 0,
+    return_logits: bool = False,
+) -> GreedyOutput:
+    """Greedy decoding of ``n_steps`` tokens for a left-padded batch of prompts.
+
+    Parameters
+    ----------
+    net
+        The transformer.
+    ids, levels, attention_mask
+        Left-padded prompts ``(B, T)``; ``attention_mask`` True for real tokens (``None``: no padding).
+    n_steps
+        Number of tokens to decode.
+    allowed
+        Per step, a boolean ``(V,)`` mask of the entities that may be chosen, or ``None`` for no constraint
+        (constrained annotation: coarse types at step 1, fine types at step 2).
+    banned
+        Boolean ``(V,)`` mask of entities never chosen (the original's ``ignore_Idx``).
+    ban_prompt
+        ``"all_but_last"`` reproduces the original scMulan: every entity already in the sequence is banned except
+        the most recent one.
+    stop_at_end
+        Count a cell as finished once it chose ``<E>`` (``n_generated``); later steps are still computed but
+        should be ignored by the caller.
+    end_id
+        Id of ``<E>``.
+    return_logits
+        Also return the raw head outputs of every step.
+    """
+    B, T = ids.shape
+    V = net.config.vocab_size
+    device = ids.device
+    rows = torch.arange(B, device=device)
+    if attention_mask is None:
+        attention_mask = torch.ones(B, T, dtype=torch.bool, device=device)
+    cache = net.new_cache()
+    hidden = net(ids, levels, attention_mask, cache)  # (B, T, C)
+    tail = hidden[:, -2:] if T >= 2 else torch.cat([hidden[:, -1:], hidden[:, -1:]], dim=1)
+    states = [tail[:, 0], tail[:, 1]]
+    last = hidden[:, -1]
+
+    counts = None
+    if ban_prompt == "all_but_last":
+        # How often each entity occurs in the sequence; the last position's entity is exempt once.
+        counts = torch.zeros(B, V, dtype=torch.int32, device=device)
+        counts.scatter_add_(1, ids, attention_mask.to(torch.int32))
+        last_tok = ids[:, -1]
+    static_ban = banned.to(device) if banned is not None else torch.zeros(V, dtype=torch.bool, device=device)
+
+    tokens, out_levels, probs, logits_log, values_log = [], [], [], [], []
+    finished = torch.zeros(B, dtype=torch.bool, device=device)
+    n_generated = torch.full((B,), n_steps, dtype=torch.long, device=device)
+    max_level = net.config.n_levels - 1
+    for step in range(n_steps):
+        logits, values = net.heads(last)
+        logits, values = logits.float(), values.float()  # (B, V)
+        if return_logits:
+            logits_log.append(logits)
+            values_log.append(values)
+        ban = static_ban.expand(B, V)
+        if counts is not None:
+            seen_before_last = counts - torch.nn.functional.one_hot(last_tok, V).to(torch.int32)
+            ban = ban | (seen_before_last > 0)
+        if allowed is not None and allowed[step] is not None:
+            ban = ban | ~allowed[step].to(device)
+        masked = logits.masked_fill(ban, NEG_INF)
+        tok = masked.argmax(dim=-1)  # (B,)
+        p = torch.softmax(masked, dim=-1)[rows, tok]
+        lvl = values[rows, tok].round().clamp(0, max_level).long()
+        tokens.append(tok)
+        out_levels.append(lvl)
+        probs.append(p)
+        if stop_at_end:
+            newly = (tok == end_id) & ~finished
+            n_generated = torch.where(newly, torch.full_like(n_generated, step + 1), n_generated)
+            finished |= newly
+        if step < n_steps - 1:
+            last = net(tok[:, None], lvl[:, None], None, cache)[:, -1]
+            states.append(last)
+            if counts is not None:
+                counts[rows, tok] += 1
+                last_tok = tok
+    return GreedyOutput(
+        tokens=torch.stack(tokens, 1),
+        levels=torch.stack(out_levels, 1),
+        probs=torch.stack(probs, 1),
+        n_generated=n_generated,
+        hidden=torch.stack(states, 1),
+        entity_logits=torch.stack(logits_log, 1) if return_logits else None,
+        values=torch.stack(values_log, 1) if return_logits else None,
+    )
+
+
+@dataclass
+class SampleOutput:
+    """Result of :func:`sample_decode`: ragged new tokens per prompt.
+
+    Attributes
+    ----------
+    tokens, levels
+        ``(B, max_new_tokens)`` with ``-1`` after a cell's last token.
+    lengths
+        ``(B,)`` number of new tokens per cell (including a final ``<E>`` if it was sampled).
+    ended
+        ``(B,)`` True where the cell ended with ``<E>`` (False: it reached ``max_new_tokens``).
+    """
+
+    tokens: Tensor
+    levels: Tensor
+    lengths: Tensor
+    ended: Tensor
+
+
+@torch.inference_mode()
+def sample_decode(
+    net: CSentenceTransformer,
+    ids: Tensor,
+    levels: Tensor,
+    attention_mask: Tensor | None,
+    max_new_tokens: int,
+    *,
+    candidates: Tensor | None = None,
+    end_id: int = 0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    gamma: float = 1.0,
+    generator: torch.Generator | None = None,
+    ban_seen: Literal["all", "all_but_last"] = "all",
+    level_range: tuple[int, int] = (1, 10),
+    compact_fraction: float = 0.125,
+) -> SampleOutput:
+    """Sample continuations of a left-padded batch of prompts (conditional cell generation).
+
+    At each step, for every unfinished cell: entities already in its sentence are banned, everything outside
+    ``candidates`` is banned, logits are divided by ``temperature`` and cut to the ``top_k`` largest, the softmax
+    probability of ``<E>`` is multiplied by ``gamma`` (the original's length control; < 1 gives longer cells), and one
+    entity is drawn. Its value is the value head at that entity, rounded and clipped to ``level_range`` (``<E>``
+    gets 0). A cell stops at ``<E>`` or after ``max_new_tokens``; finished cells are dropped from the batch (and the
+    cache) once they are at least ``compact_fraction`` of it, so they stop costing compute.
+
+    Parameters
+    ----------
+    net
+        The transformer.
+    ids, levels, attention_mask
+        Left-padded prompts ``(B, T)``.
+    max_new_tokens
+        Maximum number of new tokens per cell.
+    candidates
+        Boolean ``(V,)`` mask of the entities that may be drawn (genes and ``<E>``); ``None``: all.
+    end_id
+        Id of ``<E>``.
+    temperature, top_k, gamma
+        Sampling controls (see above).
+    generator
+        Random generator on the device of ``ids``; a fixed seed reproduces the same cells on the same device.
+    ban_seen
+        ``"all_but_last"`` reproduces the original scMulan, which does not ban the most recent entity.
+    level_range
+        Clip range of generated values.
+    compact_fraction
+        Fraction of finished rows that triggers dropping them from the batch.
+    """
+    if temperature <= 0:
+        msg = f"`temperature` must be > 0, got {temperature}."
+        raise ValueError(msg)
+    B, T = ids.shape
+    V = net.config.vocab_size
+    device = ids.device
+    if attention_mask is None:
+        attention_mask = torch.ones(B, T, dtype=torch.bool, device=device)
+    out_tokens = torch.full((B, max_new_tokens), -1, dtype=torch.long, device=device)
+    out_levels = torch.full((B, max_new_tokens), -1, dtype=torch.long, device=device)
+    lengths = torch.zeros(B, dtype=torch.long, device=device)
+    ended = torch.zeros(B, dtype=torch.bool, device=device)
+    if max_new_tokens <= 0:
+        return SampleOutput(out_tokens, out_levels, lengths, ended)
+
+    cache = net.new_cache()
+    last = net(ids, levels, attention_mask, cache)[:, -1]  # (B, C)
+    counts = torch.zeros(B, V, dtype=torch.int32, device=device)
+    counts.scatter_add_(1, ids, attention_mask.to(torch.int32))
+    last_tok = ids[:, -1]
+    not_candidate = (
+        ~candidates.to(device) if candidates is not None else torch.zeros(V, dtype=torch.bool, device=device)
+    )
+    active = torch.arange(B, device=device)  # global row of each current row
+    alive = torch.ones(B, dtype=torch.bool, device=device)
+    lo, hi = level_range
+
+    for step in range(max_new_tokens):
+        b = active.shape[0]
+        logits, values = net.heads(last)
+        logits, values = logits.float(), values.float()  # (b, V)
+        seen = counts > 0
+        if ban_seen == "all_but_last":
+            seen = (counts - torch.nn.functional.one_hot(last_tok, V).to(torch.int32)) > 0
+        logits = logits.masked_fill(seen | not_candidate, NEG_INF)
+        if temperature != 1.0:
+            logits = logits / temperature
+        if top_k is not None:
+            kth = torch.topk(logits, min(top_k, V), dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, NEG_INF)
+        probs = torch.softmax(logits, dim=-1)
+        probs[:, end_id] *= gamma
+        tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (b,)
+        rows = torch.arange(b, device=device)
+        lvl = values[rows, tok].round().clamp(lo, hi).long()
+        lvl = torch.where(tok == end_id, torch.zeros_like(lvl), lvl)
+        write = active[alive]
+        out_tokens[write, step] = tok[alive]
+        out_levels[write, step] = lvl[alive]
+        lengths[write] += 1
+        is_end = (tok == end_id) & alive
+        ended[active[is_end]] = True
+        alive = alive & ~is_end
+        if step == max_new_tokens - 1 or not bool(alive.any()):
+            break
+        counts[rows, tok] += 1
+        last_tok = tok
+        last = net(tok[:, None], lvl[:, None], None, cache)[:, -1]
+        n_dead = b - int(alive.sum())
+        if n_dead and n_dead >= max(1, int(compact_fraction * b)):
+            keep = alive.nonzero().squeeze(1)
+            cache.select(keep)
+            active, last, counts, last_tok = active[keep], last[keep], counts[keep], last_tok[keep]
+            alive = torch.ones(keep.shape[0], dtype=torch.bool, device=device)
+    return SampleOutput(out_tokens, out_levels, lengths, ended)

@@ -1,0 +1,271 @@
+"""The c-sentence transformer: a decoder-only GPT over (entity, value) pairs.
+
+Each position carries an entity id (gene, metadata category, task prompt, ``<E>``) and a value (expression level
+0..10). The input is the sum of an entity embedding and a value embedding; there is **no positional embedding**,
+so order reaches the network only through the causal mask and a left-padded cell gives the same outputs as the
+cell alone. Blocks are pre-LayerNorm with causal scaled-dot-product attention and a tanh-GELU MLP; two untied
+heads read the final hidden state: entity logits (which entity comes next) and values (one level per entity).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import TransformerConfig
+
+
+class KVCache:
+    """Keys and values of every layer for the positions seen so far, plus which of them are real tokens.
+
+    Storage is preallocated along the time axis and doubles when full, so a decoding step writes one position
+    instead of concatenating the whole history. ``select`` keeps a subset of the batch rows (used to drop cells
+    that finished decoding).
+    """
+
+    def __init__(self, n_layer: int, capacity: int = 64) -> None:
+        self.n_layer = n_layer
+        self.capacity = capacity
+        self.length = 0
+        self.keys: list[Tensor | None] = [None] * n_layer
+        self.values: list[Tensor | None] = [None] * n_layer
+        self.key_mask: Tensor | None = None  # (B, capacity) bool: True where the position is a real token
+
+    def _grow(self, needed: int) -> None:
+        new_capacity = max(needed, 2 * self.capacity)
+        for i in range(self.n_layer):
+            for store in (self.keys, self.values):
+                old = store[i]
+                if old is not None:
+                    new = old.new_zeros(*old.shape[:2], new_capacity, old.shape[3])
+                    new[:, :, : self.length] = old[:, :, : self.length]
+                    store[i] = new
+        if self.key_mask is not None:
+            new_mask = self.key_mask.new_zeros(self.key_mask.shape[0], new_capacity)
+            new_mask[:, : self.length] = self.key_mask[:, : self.length]
+            self.key_mask = new_mask
+        self.capacity = new_capacity
+
+    def reserve(self, n_new: int) -> None:
+        """Make room for ``n_new`` more positions; called once per forward, before any layer writes."""
+        if self.length + n_new > self.capacity:
+            self._grow(self.length + n_new)
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write the new keys/values ``(B, nh, T, hs)`` of one layer; return all keys/values so far."""
+        start, stop = self.length, self.length + k.shape[2]
+        if self.keys[layer] is None:
+            shape = (k.shape[0], k.shape[1], self.capacity, k.shape[3])
+            self.keys[layer] = k.new_zeros(shape)
+            self.values[layer] = v.new_zeros(shape)
+        self.keys[layer][:, :, start:stop] = k
+        self.values[layer][:, :, start:stop] = v
+        return self.keys[layer][:, :, :stop], self.values[layer][:, :, :stop]
+
+    def past_mask(self, batch_size: int, device: torch.device) -> Tensor:
+        """Key mask ``(B, length)`` of the positions already in the cache."""
+        if self.key_mask is None:
+            return torch.ones(batch_size, self.length, dtype=torch.bool, device=device)
+        return self.key_mask[:, : self.length]
+
+    def advance(self, new_mask: Tensor) -> None:
+        """Record ``T`` new positions (after every layer was updated) with their key mask ``(B, T)``."""
+        batch_size, n_new = new_mask.shape
+        if self.key_mask is None:
+            self.key_mask = torch.zeros(batch_size, self.capacity, dtype=torch.bool, device=new_mask.device)
+        self.key_mask[:, self.length : self.length + n_new] = new_mask
+        self.length += n_new
+
+    def select(self, rows: Tensor) -> None:
+        """Keep only the batch rows ``rows`` (an index tensor), in that order."""
+        for store in (self.keys, self.values):
+            for i, t in enumerate(store):
+                if t is not None:
+                    store[i] = t.index_select(0, rows)
+        if self.key_mask is not None:
+            self.key_mask = self.key_mask.index_select(0, rows)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention through :func:`torch.nn.functional.scaled_dot_product_attention`."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None, cache: KVCache | None, layer: int) -> Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, nh, T_past + T, hs)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=mask is None,
+        )
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads
+        return self.resid_dropout(self.proj(y))
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward block of width ``4 * n_embd`` with tanh-approximate GELU."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: ``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: Tensor, mask: Tensor | None, cache: KVCache | None, layer: int) -> Tensor:
+        x = x + self.attn(self.ln_1(x), mask, cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+class CSentenceTransformer(nn.Module):
+    """Decoder-only transformer over c-sentences with an entity head and a value head.
+
+    Parameters
+    ----------
+    config
+        Sizes; see :class:`~scmulan.nn.TransformerConfig`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from scmulan.nn import CSentenceTransformer, TransformerConfig
+    >>> net = CSentenceTransformer(TransformerConfig.from_preset("tiny", vocab_size=100))
+    >>> ids, levels = torch.randint(0, 100, (2, 7)), torch.randint(0, 11, (2, 7))
+    >>> hidden = net(ids, levels)  # (2, 7, 64)
+    >>> entity_logits, values = net.heads(hidden[:, -1])  # (2, 100) each
+    """
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.entity_embedding = nn.Embedding(config.vocab_size, config.n_embd)
+        self.value_embedding = nn.Embedding(config.n_levels, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        # The heads are untied from the entity embedding, as in the released checkpoint.
+        self.entity_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.value_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        # GPT-2 style: scale the residual output projections by 1/sqrt(2 * n_layer).
+        for name, p in self.named_parameters():
+            if name.endswith(("attn.proj.weight", "mlp.proj.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        # Linear and Embedding weights ~ N(0, 0.02), biases zero, LayerNorm weight one.
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the parameters."""
+        return self.entity_embedding.weight.device
+
+    def num_parameters(self) -> int:
+        """Number of parameters."""
+        return sum(p.numel() for p in self.parameters())
+
+    def new_cache(self) -> KVCache:
+        """An empty key/value cache for :meth:`forward`."""
+        return KVCache(self.config.n_layer)
+
+    def forward(
+        self,
+        ids: Tensor,
+        levels: Tensor,
+        attention_mask: Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        """Final hidden states (after the last LayerNorm).
+
+        Parameters
+        ----------
+        ids
+            Entity ids ``(B, T)``.
+        levels
+            Values ``(B, T)`` in ``0 .. n_levels - 1``.
+        attention_mask
+            ``(B, T)``, True for real tokens. Needed for left-padded batches; padded positions are never attended to
+            and their own outputs are meaningless. Leave ``None`` for unpadded or right-padded batches (plain causal
+            attention, which lets SDPA use its fused kernels).
+        cache
+            A :class:`KVCache`: the keys/values of these ``T`` positions are appended to it, and the new positions
+            attend to everything already in it.
+
+        Returns
+        -------
+        Hidden states ``(B, T, n_embd)``.
+        """
+        B, T = ids.shape
+        if attention_mask is not None:
+            ids = ids.masked_fill(~attention_mask, 0)  # padding never indexes outside the table
+            levels = levels.masked_fill(~attention_mask, 0)
+        x = self.drop(self.entity_embedding(ids) + self.value_embedding(levels))  # (B, T, C)
+        mask = self._attention_mask(B, T, attention_mask, cache, ids.device)
+        if cache is not None:
+            cache.reserve(T)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, mask, cache, layer)
+        if cache is not None:
+            new = (
+                attention_mask if attention_mask is not None else torch.ones(B, T, dtype=torch.bool, device=ids.device)
+            )
+            cache.advance(new)
+        return self.ln_f(x)
+
+    @staticmethod
+    def _attention_mask(
+        B: int, T: int, attention_mask: Tensor | None, cache: KVCache | None, device: torch.device
+    ) -> Tensor | None:
+        """Boolean SDPA mask ``(B, 1, T, T_past + T)``; ``None`` means plain causal attention."""
+        past = cache.length if cache is not None else 0
+        if attention_mask is None and past == 0:
+            return None
+        new = attention_mask if attention_mask is not None else torch.ones(B, T, dtype=torch.bool, device=device)
+        keys_valid = new if past == 0 else torch.cat([cache.past_mask(B, device), new], dim=1)  # (B, T_past + T)
+        q_pos = torch.arange(T, device=device)[:, None] + past
+        k_pos = torch.arange(past + T, device=device)[None, :]
+        causal = k_pos <= q_pos  # (T, T_past + T)
+        # A query always sees itself: padded rows then attend only to themselves and stay finite (a fully masked
+        # row would give NaN, and 0 * NaN would leak into real rows).
+        mask = (keys_valid[:, None, :] & causal[None]) | (k_pos == q_pos)[None]
+        return mask[:, None]  # (B, 1, T, T_past + T)
+
+    def heads(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
+        """Entity logits and values ``(..., vocab_size)`` for hidden states ``(..., n_embd)``."""
+        return self.entity_head(hidden), self.value_head(hidden)

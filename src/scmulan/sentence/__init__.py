@@ -1,0 +1,49 @@
+"""C-sentences: gene segments with per-cell levels, prompts for every task, training targets, batching, streaming.
+
+Everything here works on sparse rows chunk by chunk with vectorised NumPy; nothing densifies a whole matrix and
+nothing loops over cells or tokens in Python.
+"""
+
+from ._assemble import END_GROUP, GENE_SET_GROUP, PROMPT_GROUP, Segment, Sentences, concat, prompts
+from ._collate import length_batches, pad
+from ._genes import GeneSegments, gene_segments, gene_token_ids, warn_truncated
+from ._levels import expression_levels
+from ._sources import CellSource, as_sources, encode_metadata, normalize_rows
+from ._tasks import TASK_TOKENS, TASKS, TaskSpec, sample_tasks, training_sentences
+
+__all__ = [
+    "END_GROUP",
+    "GENE_SET_GROUP",
+    "PROMPT_GROUP",
+    "TASKS",
+    "TASK_TOKENS",
+    "CellSource",
+    "GeneSegments",
+    "Segment",
+    "Sentences",
+    "TaskSpec",
+    "TrainingSentenceDataset",
+    "as_sources",
+    "concat",
+    "encode_metadata",
+    "expression_levels",
+    "gene_segments",
+    "gene_token_ids",
+    "length_batches",
+    "normalize_rows",
+    "pad",
+    "prompts",
+    "sample_tasks",
+    "training_sentences",
+    "warn_truncated",
+]
+
+
+def __getattr__(name: str):
+    # The streaming dataset subclasses torch's IterableDataset: import torch only when it is asked for.
+    if name == "TrainingSentenceDataset":
+        from ._dataset import TrainingSentenceDataset
+
+        return TrainingSentenceDataset
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -1,0 +1,175 @@
+"""Gene segments: the expressed model genes of each cell with their levels, from CSR rows."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from . import _ragged as ragged
+from ._levels import expression_levels
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+    from ..vocab import Vocabulary
+
+GeneOrder = Literal["legacy", "shuffle", "ascending"]
+
+
+def gene_token_ids(adata: AnnData, vocab: Vocabulary, *, gene_symbols: str | None = None) -> np.ndarray:
+    """Token id of each variable of ``adata`` (``-1`` for variables that are not model genes).
+
+    Identifiers come from ``var["scmulan_gene"]`` when :func:`scmulan.pp.prepare` wrote it, else from the
+    ``gene_symbols`` column of ``var``, else from ``var_names``.
+
+    Parameters
+    ----------
+    adata
+        The cells.
+    vocab
+        The model's vocabulary.
+    gene_symbols
+        ``var`` column with the identifiers, if not the ``var_names``.
+    """
+    if "scmulan_gene" in adata.var:
+        names = adata.var["scmulan_gene"]
+    elif gene_symbols is not None:
+        if gene_symbols not in adata.var:
+            msg = (
+                f"`gene_symbols={gene_symbols!r}` is not a column of `adata.var` (columns: {list(adata.var.columns)})."
+            )
+            raise ValueError(msg)
+        names = adata.var[gene_symbols]
+    else:
+        names = pd.Series(adata.var_names, index=adata.var_names)
+    names = names.astype("string").fillna("").to_numpy()
+    position = pd.Index(vocab.genes).get_indexer(names)  # -1 where absent; model genes are unique
+    ids = np.where(position >= 0, np.asarray(vocab.gene_ids, dtype=np.int64)[position], -1)
+    mapped = ids[ids >= 0]
+    if len(np.unique(mapped)) != len(mapped):
+        n_dup = len(mapped) - len(np.unique(mapped))
+        msg = (
+            f"{n_dup} variables map to a model gene that another variable already maps to; a gene may enter a "
+            "sentence once only. Run `scmulan.pp.prepare(adata, model)` to resolve duplicated gene names."
+        )
+        raise ValueError(msg)
+    return ids
+
+
+@dataclass
+class GeneSegments:
+    """Expressed model genes of ``n`` cells, concatenated (cell ``i`` is ``[offsets[i]:offsets[i+1]]``).
+
+    Attributes
+    ----------
+    ids
+        Gene token ids (int64).
+    levels
+        Their levels 1..10 (int64).
+    offsets
+        ``(n + 1,)`` int64.
+    n_truncated
+        Number of cells that lost genes to ``max_genes``.
+    """
+
+    ids: np.ndarray
+    levels: np.ndarray
+    offsets: np.ndarray
+    n_truncated: int = 0
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Number of genes per cell."""
+        return np.diff(self.offsets)
+
+    def subset(self, rows: np.ndarray) -> GeneSegments:
+        """The segments of cells ``rows``, in that order."""
+        src, offsets = ragged.take(self.offsets, rows)
+        return GeneSegments(self.ids[src], self.levels[src], offsets, self.n_truncated)
+
+
+def _row_of_entries(indptr: np.ndarray) -> np.ndarray:
+    return np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
+
+
+def gene_segments(
+    X: sparse.spmatrix | sparse.sparray | np.ndarray,
+    col_token: np.ndarray,
+    *,
+    order: GeneOrder = "legacy",
+    max_genes: int | None = None,
+    rng: np.random.Generator | None = None,
+) -> GeneSegments:
+    """Build the gene segment of every row of ``X`` at once.
+
+    A gene enters when its value is > 0 and its column is a model gene. Levels are binned per cell against the
+    maximum over the cell's expressed model genes (:func:`expression_levels`).
+
+    Parameters
+    ----------
+    X
+        Log-normalised expression of a chunk of cells (CSR preferred; a dense chunk is accepted).
+    col_token
+        Token id per column of ``X``, ``-1`` for non-model genes (see :func:`gene_token_ids`).
+    order
+        ``"legacy"``: descending token id, i.e. the reverse of the gene-set order (the original scMulan's prompt
+        order); ``"ascending"``: gene-set order; ``"shuffle"``: random order per cell (training; needs ``rng``).
+    max_genes
+        Keep at most this many genes per cell: the most highly expressed (ties broken by gene order).
+    rng
+        Random generator for ``"shuffle"``.
+    """
+    X = sparse.csr_matrix(X) if not sparse.issparse(X) else X.tocsr()
+    n = X.shape[0]
+    data = np.asarray(X.data, dtype=np.float32)
+    tok_all = col_token[X.indices]
+    keep = (data > 0) & (tok_all >= 0)
+    rows = _row_of_entries(X.indptr)[keep]
+    tok = tok_all[keep]
+    val = data[keep]
+
+    cell_max = np.zeros(n, dtype=np.float32)
+    np.maximum.at(cell_max, rows, val)
+    lvl = expression_levels(val, cell_max[rows])
+
+    n_truncated = 0
+    if max_genes is not None:
+        counts = np.bincount(rows, minlength=n)
+        if (counts > max_genes).any():
+            n_truncated = int((counts > max_genes).sum())
+            by_value = np.lexsort((tok, -val, rows))  # within a cell: highest value first
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+            rank = np.arange(len(by_value)) - np.repeat(starts, counts)
+            chosen = np.sort(by_value[rank < max_genes])
+            rows, tok, lvl = rows[chosen], tok[chosen], lvl[chosen]
+
+    if order == "legacy":
+        perm = np.lexsort((-tok, rows))
+    elif order == "ascending":
+        perm = np.lexsort((tok, rows))
+    elif order == "shuffle":
+        if rng is None:
+            msg = "`order='shuffle'` needs a random generator `rng`."
+            raise ValueError(msg)
+        perm = np.lexsort((rng.random(len(tok)), rows))
+    else:
+        msg = f"`order` must be 'legacy', 'ascending' or 'shuffle', got {order!r}."
+        raise ValueError(msg)
+    offsets = ragged.offsets_from_lengths(np.bincount(rows, minlength=n))
+    return GeneSegments(ids=tok[perm], levels=lvl[perm], offsets=offsets, n_truncated=n_truncated)
+
+
+def warn_truncated(n_truncated: int, n_cells: int, max_genes: int) -> None:
+    """Warn once per call with the number of cells whose gene segment was cut to ``max_genes``."""
+    if n_truncated:
+        warnings.warn(
+            f"{n_truncated} of {n_cells} cells express more than {max_genes} model genes; their sentences keep the "
+            f"{max_genes} most highly expressed genes.",
+            UserWarning,
+            stacklevel=3,
+        )

@@ -1,0 +1,186 @@
+"""Cells to read sentences from: an in-memory or backed AnnData, or an ``.h5ad`` file (a corpus shard)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from ._genes import gene_token_ids
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+    from ..vocab import Vocabulary
+
+logger = logging.getLogger(__name__)
+
+
+def normalize_rows(X: sparse.csr_matrix, target_sum: float = 1e4) -> sparse.csr_matrix:
+    """``log1p`` of counts scaled to ``target_sum`` per row (``normalize_total`` + ``log1p``) for a CSR chunk."""
+    X = X.astype(np.float32, copy=True)
+    totals = np.asarray(X.sum(axis=1)).ravel()
+    scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0).astype(np.float32)
+    X.data *= np.repeat(scale, np.diff(X.indptr))
+    np.log1p(X.data, out=X.data)
+    return X
+
+
+def encode_metadata(obs: pd.DataFrame, vocab: Vocabulary, obs_keys: Mapping[str, str]) -> np.ndarray:
+    """Token ids ``(n_obs, len(obs_keys))`` of the metadata columns, ``-1`` for missing or unknown values.
+
+    Parameters
+    ----------
+    obs
+        The cells' annotations.
+    vocab
+        The model's vocabulary.
+    obs_keys
+        Metadata field -> ``obs`` column, in the column order of the result.
+    """
+    out = np.full((len(obs), len(obs_keys)), -1, dtype=np.int64)
+    for j, (field, key) in enumerate(obs_keys.items()):
+        if key not in obs:
+            msg = f"`obs[{key!r}]` (the {field!r} field) is missing; `obs` has {list(obs.columns)[:20]}."
+            raise ValueError(msg)
+        col = obs[key]
+        codes = pd.Categorical(col.astype("string") if not isinstance(col.dtype, pd.CategoricalDtype) else col)
+        categories = [str(c) for c in codes.categories]
+        lookup = (
+            vocab.token_ids(field, categories, missing=-1) if field in vocab.fields else np.full(len(categories), -1)
+        )
+        lookup = np.append(np.asarray(lookup, dtype=np.int64), -1)  # code -1 (NaN) -> -1
+        out[:, j] = lookup[codes.codes]
+        unknown = [c for c, t in zip(categories, lookup[:-1], strict=True) if t < 0]
+        if unknown:
+            n_cells = int(np.isin(codes.codes, [categories.index(c) for c in unknown]).sum())
+            warnings.warn(
+                f"{n_cells} cells have {field!r} values the model does not know ({unknown[:5]}"
+                f"{'…' if len(unknown) > 5 else ''}); they are treated as unknown.",
+                UserWarning,
+                stacklevel=3,
+            )
+    return out
+
+
+class CellSource:
+    """Rows of one AnnData (in memory or ``backed="r"``) or one ``.h5ad`` file, read in chunks.
+
+    Parameters
+    ----------
+    data
+        An AnnData, or the path of an ``.h5ad`` file (opened ``backed="r"`` when first read, in each worker).
+    vocab
+        The model's vocabulary (gene and metadata token ids).
+    obs_keys
+        Metadata field -> ``obs`` column to read (known values enter sentences as metadata tokens).
+    layer
+        Layer with the log-normalised expression (``None``: ``X``). Backed files are read from ``X``.
+    gene_symbols
+        ``var`` column with gene identifiers (see :func:`~scmulan.sentence.gene_token_ids`).
+    normalize
+        Apply ``normalize_total(1e4)`` + ``log1p`` to every chunk (for sources holding raw counts).
+    """
+
+    def __init__(
+        self,
+        data: AnnData | str | os.PathLike,
+        vocab: Vocabulary,
+        *,
+        obs_keys: Mapping[str, str] | None = None,
+        layer: str | None = None,
+        gene_symbols: str | None = None,
+        normalize: bool = False,
+    ) -> None:
+        self.path = None if hasattr(data, "obs") else os.fspath(data)
+        self._adata = data if self.path is None else None
+        self.vocab = vocab
+        self.obs_keys = dict(obs_keys or {})
+        self.layer = layer
+        self.gene_symbols = gene_symbols
+        self.normalize = normalize
+        self._col_token: np.ndarray | None = None
+        self._metadata: np.ndarray | None = None
+        if self.path is not None:
+            import anndata as ad
+
+            backed = ad.read_h5ad(self.path, backed="r")
+            self.n_obs = backed.n_obs
+            backed.file.close()
+        else:
+            self.n_obs = data.n_obs
+        if self.n_obs == 0:
+            msg = f"{self.path or 'The AnnData'} has no cells; remove empty shards from the corpus."
+            raise ValueError(msg)
+
+    def _open(self) -> AnnData:
+        if self._adata is None:
+            import anndata as ad
+
+            self._adata = ad.read_h5ad(self.path, backed="r")
+        if self._col_token is None:
+            self._col_token = gene_token_ids(self._adata, self.vocab, gene_symbols=self.gene_symbols)
+            self._metadata = encode_metadata(self._adata.obs, self.vocab, self.obs_keys)
+            if not (self._col_token >= 0).any():
+                msg = f"{self.path or 'The AnnData'} shares no gene with the model's vocabulary."
+                raise ValueError(msg)
+        return self._adata
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        if self.path is not None:  # a backed file handle does not travel to worker processes; reopen there
+            state["_adata"] = None
+        return state
+
+    @property
+    def col_token(self) -> np.ndarray:
+        """Token id of every column (``-1``: not a model gene)."""
+        self._open()
+        return self._col_token
+
+    @property
+    def metadata(self) -> np.ndarray:
+        """Metadata token ids ``(n_obs, len(obs_keys))``."""
+        self._open()
+        return self._metadata
+
+    def read(self, rows: np.ndarray) -> tuple[sparse.csr_matrix, np.ndarray]:
+        """Expression (CSR, float32, log-normalised) and metadata ids of ``rows`` (in the given order)."""
+        adata = self._open()
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        matrix = adata.X if self.layer is None else adata.layers[self.layer]
+        if len(sorted_rows) and sorted_rows[-1] - sorted_rows[0] + 1 == len(sorted_rows):
+            X = matrix[int(sorted_rows[0]) : int(sorted_rows[-1]) + 1]  # contiguous: one slice read
+        else:
+            X = matrix[sorted_rows]
+        X = sparse.csr_matrix(X)
+        X = X[np.argsort(order, kind="stable")]  # back to the requested order
+        if self.normalize:
+            X = normalize_rows(X)
+        return X.astype(np.float32, copy=False), self.metadata[rows]
+
+    def iter_chunks(self, chunk_size: int) -> Iterator[tuple[np.ndarray, sparse.csr_matrix, np.ndarray]]:
+        """All rows in order, ``chunk_size`` at a time: ``(rows, X, metadata)``."""
+        for start in range(0, self.n_obs, chunk_size):
+            rows = np.arange(start, min(start + chunk_size, self.n_obs))
+            X, meta = self.read(rows)
+            yield rows, X, meta
+
+
+def as_sources(
+    data: AnnData | str | os.PathLike | Sequence[AnnData | str | os.PathLike], vocab: Vocabulary, **kwargs
+) -> list[CellSource]:
+    """One :class:`CellSource` per AnnData or ``.h5ad`` path."""
+    items = [data] if hasattr(data, "obs") or isinstance(data, str | os.PathLike) else list(data)
+    if not items:
+        msg = "No data given: pass an AnnData, an .h5ad path or a list of them."
+        raise ValueError(msg)
+    return [CellSource(item, vocab, **kwargs) for item in items]
