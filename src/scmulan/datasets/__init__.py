@@ -1,1 +1,6 @@
-__all__: list[str] = []
+"""Data sets for tests, tutorials and benchmarks: real PBMC counts and a synthetic hierarchical atlas."""
+
+from ._pbmc68k import pbmc68k
+from ._synthetic import synthetic_atlas
+
+__all__ = ["pbmc68k", "synthetic_atlas"]

@@ -7,7 +7,7 @@ import os
 import re
 from typing import Any
 
-from ..nn.config import TransformerConfig
+from scmulan.nn.config import TransformerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def map_legacy_state_dict(state_dict: dict[str, Any], config: TransformerConfig)
     """
     import torch
 
-    from ..nn.model import CSentenceTransformer
+    from scmulan.nn.model import CSentenceTransformer
 
     with torch.device("meta"):
         expected = CSentenceTransformer(config).state_dict()

@@ -216,8 +216,7 @@ class TrainingSentenceDataset(IterableDataset):
                 skip -= per_chunk
                 continue
             src, row = chunks[chunk_id]
-            for batch in self.build_chunk(chunk_id, src, row)[skip:]:
-                yield batch
+            yield from self.build_chunk(chunk_id, src, row)[skip:]
             skip = 0
 
 

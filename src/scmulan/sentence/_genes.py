@@ -16,7 +16,7 @@ from ._levels import expression_levels
 if TYPE_CHECKING:
     from anndata import AnnData
 
-    from ..vocab import Vocabulary
+    from scmulan.vocab import Vocabulary
 
 GeneOrder = Literal["legacy", "shuffle", "ascending"]
 

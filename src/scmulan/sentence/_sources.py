@@ -17,7 +17,7 @@ from ._genes import gene_token_ids
 if TYPE_CHECKING:
     from anndata import AnnData
 
-    from ..vocab import Vocabulary
+    from scmulan.vocab import Vocabulary
 
 logger = logging.getLogger(__name__)
 
