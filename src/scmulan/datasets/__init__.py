@@ -1,5 +1,3 @@
-"""Data sets for tests, tutorials and benchmarks: real PBMC counts and a synthetic hierarchical atlas."""
-
 from ._pbmc68k import pbmc68k
 from ._synthetic import synthetic_atlas
 

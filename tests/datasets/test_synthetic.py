@@ -1,0 +1,186 @@
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+
+from scmulan.datasets import synthetic_atlas
+
+OBS_KEYS = ["organ", "region", "coarse_cell_type", "cell_type", "sex", "age", "technology", "disease"]
+
+
+@pytest.fixture(scope="module")
+def atlas():
+    return synthetic_atlas(1500, 300, seed=3)
+
+
+def _lognorm(adata) -> np.ndarray:
+    library = np.asarray(adata.X.sum(1)).ravel()
+    return np.log1p(sparse.diags(1e4 / library) @ adata.X).toarray()
+
+
+def test_shape_format_and_counts(atlas):
+    assert atlas.shape == (1500, 300)
+    assert atlas.X.format == "csr"
+    assert atlas.X.dtype == np.float32
+    data = atlas.X.data
+    assert (data > 0).all()
+    np.testing.assert_array_equal(data, np.round(data))
+    assert atlas.var_names.is_unique
+    assert atlas.obs_names.is_unique
+    assert list(atlas.obs.columns) == OBS_KEYS
+    for key in OBS_KEYS:
+        assert isinstance(atlas.obs[key].dtype, pd.CategoricalDtype), key
+        assert atlas.obs[key].notna().all(), key
+
+
+def test_defaults_are_sparse_like_real_data():
+    adata = synthetic_atlas()
+    assert adata.shape == (2000, 500)
+    expressed = np.diff(adata.X.indptr) / adata.n_vars
+    assert 0.15 < expressed.mean() < 0.4
+    assert expressed.min() > 0
+
+
+def test_deterministic_by_seed():
+    a, b, c = synthetic_atlas(300, 200, seed=7), synthetic_atlas(300, 200, seed=7), synthetic_atlas(300, 200, seed=8)
+    assert (a.X != b.X).nnz == 0
+    pd.testing.assert_frame_equal(a.obs, b.obs)
+    assert a.uns["synthetic_atlas"] == b.uns["synthetic_atlas"]
+    assert (a.X != c.X).nnz > 0
+    assert not a.obs.equals(c.obs)
+    # Gene names depend on the number of genes only.
+    assert list(a.var_names) == list(c.var_names)
+    assert list(synthetic_atlas(50, 250, seed=1).var_names[:200]) == list(a.var_names)
+
+
+def test_hierarchy_in_obs_and_uns(atlas):
+    info = atlas.uns["synthetic_atlas"]
+    hierarchy = info["hierarchy"]
+    assert set(hierarchy) == set(atlas.obs["cell_type"].cat.categories)
+    assert set(hierarchy.values()) == set(atlas.obs["coarse_cell_type"].cat.categories)
+    assert len(hierarchy) == 4 * 3
+    parents = atlas.obs.groupby("cell_type", observed=True)["coarse_cell_type"].unique()
+    for fine, coarse in parents.items():
+        assert list(coarse) == [hierarchy[fine]], fine
+
+
+def test_organs_and_regions(atlas):
+    info = atlas.uns["synthetic_atlas"]
+    organ_regions = info["organ_regions"]
+    assert list(organ_regions) == list(atlas.obs["organ"].cat.categories)
+    regions = [r for rs in organ_regions.values() for r in rs]
+    assert len(regions) == len(set(regions)) == 3 * 2
+    assert set(regions) == set(atlas.obs["region"].cat.categories)
+    obs = atlas.obs.astype(str)
+    assert all(r in organ_regions[o] for o, r in zip(obs["organ"], obs["region"], strict=True))
+    hosted = info["organ_cell_types"]
+    assert all(f in hosted[o] for o, f in zip(obs["organ"], obs["cell_type"], strict=True))
+    assert set().union(*map(set, hosted.values())) == set(info["hierarchy"])  # every type lives somewhere
+    assert any(len(types) < len(info["hierarchy"]) for types in hosted.values())  # not every type everywhere
+
+
+def test_metadata_categories(atlas):
+    obs = atlas.obs
+    assert obs["sex"].cat.categories.tolist() == ["F", "M"]
+    assert obs["age"].cat.categories.tolist() == ["20 year", "45 year", "70 year"]
+    assert obs["technology"].cat.categories.tolist() == ["10X", "Smart-seq2", "Drop-seq"]
+    assert obs["disease"].cat.categories[0] == "Healthy"
+    assert len(obs["disease"].cat.categories) == 3
+    for key in OBS_KEYS:  # the sample draws every category of every field
+        assert obs[key].nunique() == len(obs[key].cat.categories), key
+
+
+def test_marker_genes_are_expressed_by_their_types(atlas):
+    info = atlas.uns["synthetic_atlas"]
+    markers = info["markers"]
+    genes = [g for kind in ("coarse", "fine") for gs in markers[kind].values() for g in gs]
+    assert len(genes) == len(set(genes)) == 4 * 20 + 12 * 5  # disjoint marker sets
+    assert set(genes) <= set(atlas.var_names)
+    x = pd.DataFrame(_lognorm(atlas), columns=atlas.var_names)
+    coarse = atlas.obs["coarse_cell_type"].to_numpy()
+    for name, gs in markers["coarse"].items():
+        inside, outside = x.loc[coarse == name, gs].mean(), x.loc[coarse != name, gs].mean()
+        assert (inside > outside).mean() > 0.9, name
+    fine = atlas.obs["cell_type"].to_numpy()
+    for name, gs in markers["fine"].items():
+        siblings = (coarse == info["hierarchy"][name]) & (fine != name)
+        assert (x.loc[fine == name, gs].mean() > x.loc[siblings, gs].mean()).mean() >= 0.6, name
+
+
+def test_sex_genes_follow_sex(atlas):
+    sex_genes = atlas.uns["synthetic_atlas"]["sex_genes"]
+    sex = atlas.obs["sex"].to_numpy()
+    for own, other in (("F", "M"), ("M", "F")):
+        counts = atlas[:, sex_genes[own]].X.toarray()
+        assert counts[sex == own].mean() > 10 * counts[sex == other].mean()
+
+
+def test_technology_changes_library_size():
+    adata = synthetic_atlas(1500, 200, seed=0)
+    library = pd.Series(np.asarray(adata.X.sum(1)).ravel()).groupby(adata.obs["technology"].to_numpy()).median()
+    assert library["Smart-seq2"] > 1.5 * library["10X"] > 2 * library["Drop-seq"]
+    flat = synthetic_atlas(1500, 200, seed=0, batch_strength=0)
+    library = pd.Series(np.asarray(flat.X.sum(1)).ravel()).groupby(flat.obs["technology"].to_numpy()).median()
+    assert library.max() < 1.3 * library.min()
+
+
+def test_classifier_finds_the_hierarchy_but_not_perfectly(atlas):
+    from sklearn.linear_model import LogisticRegression
+
+    x = _lognorm(atlas)
+    train, test = np.arange(1000), np.arange(1000, atlas.n_obs)
+    for key, floor, ceiling in (("coarse_cell_type", 0.9, 1.0), ("cell_type", 0.6, 0.98)):
+        y = atlas.obs[key].astype(str).to_numpy()
+        labels, counts = np.unique(y[train], return_counts=True)
+        majority = np.mean(y[test] == labels[counts.argmax()])
+        accuracy = LogisticRegression(max_iter=300).fit(x[train], y[train]).score(x[test], y[test])
+        assert accuracy > max(floor, majority + 0.3), key
+        assert accuracy <= ceiling, key
+
+
+def test_many_categories_have_unique_names():
+    adata = synthetic_atlas(200, 600, n_organs=14, n_regions_per_organ=4, n_coarse_types=12, n_fine_per_coarse=5)
+    info = adata.uns["synthetic_atlas"]
+    assert len(info["organ_regions"]) == 14
+    assert len(adata.obs["region"].cat.categories) == 14 * 4
+    assert len(info["hierarchy"]) == 12 * 5
+    assert adata.obs["cell_type"].cat.categories.is_unique
+
+
+def test_writes_h5ad(tmp_path):
+    adata = synthetic_atlas(100, 200, n_diseases=0, n_organs=1)
+    path = tmp_path / "atlas.h5ad"
+    adata.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    assert (back.X != adata.X).nnz == 0
+    assert back.uns["synthetic_atlas"]["hierarchy"] == adata.uns["synthetic_atlas"]["hierarchy"]
+    assert back.obs["disease"].cat.categories.tolist() == ["Healthy"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_cells": 0}, "n_cells"),
+        ({"n_cells": -3}, "n_cells"),
+        ({"n_cells": 2.5}, "n_cells"),
+        ({"n_genes": 0}, "n_genes"),
+        ({"n_genes": 100}, r"n_genes.*too small.*>= 154"),
+        ({"n_fine_per_coarse": 40}, "n_genes.*too small"),
+        ({"n_organs": 0}, "n_organs"),
+        ({"n_regions_per_organ": 0}, "n_regions_per_organ"),
+        ({"n_coarse_types": 0}, "n_coarse_types"),
+        ({"n_fine_per_coarse": -1}, "n_fine_per_coarse"),
+        ({"n_technologies": 0}, "n_technologies"),
+        ({"n_diseases": -1}, "n_diseases"),
+        ({"n_coarse_markers": 0}, "n_coarse_markers"),
+        ({"n_fine_markers": 0}, "n_fine_markers"),
+        ({"marker_strength": -1.0}, "marker_strength"),
+        ({"batch_strength": float("nan")}, "batch_strength"),
+        ({"library_size": 0}, "library_size"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        synthetic_atlas(**{"n_cells": 10, **kwargs})
