@@ -18,7 +18,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 # Heavy public names, resolved on first access (PEP 562) so that `import scmulan` never imports torch.
 _LAZY = {
     "SCMULAN": "scmulan.model",
-    "load_pretrained": "scmulan.hub",
+    "load_pretrained": "scmulan.model",
     "Vocabulary": "scmulan.vocab",
 }
 

@@ -38,6 +38,8 @@ class GreedyOutput:
         annotation embedding); the original scMulan takes ``hidden[:, n_generated - 1]``.
     entity_logits, values
         Raw head outputs at every step ``(B, S, V)`` (before any masking), only with ``return_logits=True``.
+    pooled
+        ``(B, C)`` mean final hidden state over the prompt positions in ``pool_mask``, when given.
     """
 
     tokens: Tensor
@@ -47,6 +49,7 @@ class GreedyOutput:
     hidden: Tensor
     entity_logits: Tensor | None = None
     values: Tensor | None = None
+    pooled: Tensor | None = None
 
 
 @torch.inference_mode()
@@ -63,6 +66,7 @@ def greedy_decode(
     stop_at_end: bool = False,
     end_id: int = 0,
     return_logits: bool = False,
+    pool_mask: Tensor | None = None,
 ) -> GreedyOutput:
     """Greedy decoding of ``n_steps`` tokens for a left-padded batch of prompts.
 
@@ -89,6 +93,8 @@ def greedy_decode(
         Id of ``<E>``.
     return_logits
         Also return the raw head outputs of every step.
+    pool_mask
+        ``(B, T)`` prompt positions to average the final hidden state over (e.g. the gene positions).
     """
     B, T = ids.shape
     V = net.config.vocab_size
@@ -98,6 +104,10 @@ def greedy_decode(
         attention_mask = torch.ones(B, T, dtype=torch.bool, device=device)
     cache = net.new_cache()
     hidden = net(ids, levels, attention_mask, cache)  # (B, T, C)
+    pooled = None
+    if pool_mask is not None:
+        weights = (pool_mask & attention_mask).to(hidden.dtype)[..., None]  # (B, T, 1)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
     tail = hidden[:, -2:] if T >= 2 else torch.cat([hidden[:, -1:], hidden[:, -1:]], dim=1)
     states = [tail[:, 0], tail[:, 1]]
     last = hidden[:, -1]
@@ -151,6 +161,7 @@ def greedy_decode(
         hidden=torch.stack(states, 1),
         entity_logits=torch.stack(logits_log, 1) if return_logits else None,
         values=torch.stack(values_log, 1) if return_logits else None,
+        pooled=pooled,
     )
 
 

@@ -101,6 +101,15 @@ class TrainingSentenceDataset(IterableDataset):
             return torch.distributed.get_rank(), torch.distributed.get_world_size()
         return 0, 1
 
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        # DataLoader workers started with spawn/forkserver have no process group of their own: when this process
+        # is part of one, send its rank along (a dataset pickled before the group exists still resolves it later).
+        if (self._rank is None or self._world_size is None) and torch.distributed.is_available():
+            if torch.distributed.is_initialized():
+                state["_rank"], state["_world_size"] = self._world()
+        return state
+
     def _chunk_cells(self, n_parts: int) -> int:
         # Never fewer chunks than parts, so every rank and worker gets work even on a small dataset.
         return max(1, min(self.chunk_size, math.ceil(self.n_cells / n_parts)))
@@ -163,16 +172,17 @@ class TrainingSentenceDataset(IterableDataset):
         order = np.concatenate([p for p, _ in X_parts])
         from scipy import sparse
 
-        X = sparse.vstack([x for _, x in X_parts], format="csr")[np.argsort(order, kind="stable")]
         meta = np.concatenate(meta_parts)[np.argsort(order, kind="stable")]
-        col_token = self.sources[0].col_token
-        if len(self.sources) > 1:
+        if len(self.sources) > 1:  # shards may differ in genes and their order: columns become token ids
             X = _align_columns(X_parts, self.sources, src, order)
-            col_token = None
+            col_token = np.arange(X.shape[1], dtype=np.int64)
+        else:
+            X = sparse.vstack([x for _, x in X_parts], format="csr")[np.argsort(order, kind="stable")]
+            col_token = self.sources[0].col_token
         n_fields = meta.shape[1]
         genes = gene_segments(
             X,
-            col_token if col_token is not None else np.arange(X.shape[1], dtype=np.int64),
+            col_token,
             order="shuffle",
             max_genes=max(1, self.max_length - n_fields - 3),
             rng=rng,
@@ -207,10 +217,11 @@ class TrainingSentenceDataset(IterableDataset):
         chunks = self.plan(world)
         mine = list(range(rank, len(chunks), world))  # this rank's chunks, in order
         per_chunk = self.batches_per_chunk(world)
-        # The DataLoader interleaves workers' batches round-robin; batch b of this rank comes from worker b % W as
-        # that worker's (b // W)-th batch. Chunks are dealt to workers in turn.
+        # Chunks are dealt to workers in turn; the DataLoader interleaves workers' batches round-robin (skipping
+        # workers that are done), so the first start_batch batches hold a known number of each worker's batches.
         my_chunks = mine[worker::n_workers]
-        skip = max(0, math.ceil((self.start_batch - worker) / n_workers))
+        counts = [len(mine[w::n_workers]) * per_chunk for w in range(n_workers)]
+        skip = _batches_before(counts, worker, self.start_batch)
         for chunk_id in my_chunks:
             if skip >= per_chunk:
                 skip -= per_chunk
@@ -218,6 +229,19 @@ class TrainingSentenceDataset(IterableDataset):
             src, row = chunks[chunk_id]
             yield from self.build_chunk(chunk_id, src, row)[skip:]
             skip = 0
+
+
+def _batches_before(counts: list[int], worker: int, start: int) -> int:
+    """How many of ``worker``'s batches come before position ``start`` when a DataLoader interleaves workers.
+
+    The DataLoader takes one batch from each worker in turn (worker 0 first) and skips workers that are exhausted,
+    so ``worker``'s ``j``-th batch is at position ``sum(min(c, j) for c in counts)`` plus the number of workers
+    before it that still have a ``j``-th batch.
+    """
+    c = np.asarray(counts, dtype=np.int64)
+    j = np.arange(c[worker])
+    position = np.minimum(c[None, :], j[:, None]).sum(1) + (c[None, :worker] > j[:, None]).sum(1)
+    return int((position < start).sum())
 
 
 def _align_columns(parts, sources: list[CellSource], src: np.ndarray, order: np.ndarray):

@@ -75,12 +75,15 @@ class GeneSegments:
         ``(n + 1,)`` int64.
     n_truncated
         Number of cells that lost genes to ``max_genes``.
+    values
+        The expression values the levels were binned from (float32), when built by :func:`gene_segments`.
     """
 
     ids: np.ndarray
     levels: np.ndarray
     offsets: np.ndarray
     n_truncated: int = 0
+    values: np.ndarray | None = None
 
     @property
     def lengths(self) -> np.ndarray:
@@ -90,7 +93,8 @@ class GeneSegments:
     def subset(self, rows: np.ndarray) -> GeneSegments:
         """The segments of cells ``rows``, in that order."""
         src, offsets = ragged.take(self.offsets, rows)
-        return GeneSegments(self.ids[src], self.levels[src], offsets, self.n_truncated)
+        values = self.values[src] if self.values is not None else None
+        return GeneSegments(self.ids[src], self.levels[src], offsets, self.n_truncated, values)
 
 
 def _row_of_entries(indptr: np.ndarray) -> np.ndarray:
@@ -146,7 +150,7 @@ def gene_segments(
             starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
             rank = np.arange(len(by_value)) - np.repeat(starts, counts)
             chosen = np.sort(by_value[rank < max_genes])
-            rows, tok, lvl = rows[chosen], tok[chosen], lvl[chosen]
+            rows, tok, lvl, val = rows[chosen], tok[chosen], lvl[chosen], val[chosen]
 
     if order == "legacy":
         perm = np.lexsort((-tok, rows))
@@ -161,7 +165,7 @@ def gene_segments(
         msg = f"`order` must be 'legacy', 'ascending' or 'shuffle', got {order!r}."
         raise ValueError(msg)
     offsets = ragged.offsets_from_lengths(np.bincount(rows, minlength=n))
-    return GeneSegments(ids=tok[perm], levels=lvl[perm], offsets=offsets, n_truncated=n_truncated)
+    return GeneSegments(ids=tok[perm], levels=lvl[perm], offsets=offsets, n_truncated=n_truncated, values=val[perm])
 
 
 def warn_truncated(n_truncated: int, n_cells: int, max_genes: int) -> None:

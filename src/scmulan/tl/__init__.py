@@ -1,1 +1,7 @@
-__all__: list[str] = []
+from ._annotate import annotate
+from ._embed import embed
+from ._generate import generate
+from ._predict_metadata import predict_metadata
+from ._smooth_labels import smooth_labels
+
+__all__ = ["annotate", "embed", "generate", "predict_metadata", "smooth_labels"]

@@ -1,0 +1,479 @@
+"""Inference of :class:`~scmulan.SCMULAN`: annotation, metadata, embeddings, generation (a mixin)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+
+from scmulan._device import resolve_device
+from scmulan.model import _io
+from scmulan.model._debin import debin, debinning_table
+from scmulan.model._inference import decode_cells, generate_cells
+from scmulan.sentence import GeneSegments
+from scmulan.sentence._tasks import ANNOTATION_FIELDS
+
+UNCLASSIFIED = "Unclassified"
+
+
+def _obs_names(adata) -> pd.Index:
+    from scmulan._anndata import get_modality
+
+    return get_modality(adata).obs_names.copy()
+
+
+class InferenceMixin:
+    """``annotate``, ``predict_metadata``, ``get_latent_representation``, ``generate`` and ``fit_debinning``."""
+
+    def annotate(
+        self,
+        adata: AnnData,
+        *,
+        constrained: bool = True,
+        legacy: bool = False,
+        exclude_unclassified: bool = False,
+        restrict_to_cell_types: bool = False,
+        use_metadata: bool = True,
+        batch_size: int = 64,
+        device: str | torch.device = "auto",
+        return_embedding: bool = False,
+        progress: bool = True,
+    ) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
+        """Coarse and fine cell types of every cell, with confidences.
+
+        Parameters
+        ----------
+        adata
+            Log-normalised cells (any AnnData; it need not be registered or labelled).
+        constrained
+            Step 1 may only emit coarse-type entities, step 2 only fine-type entities.
+        legacy
+            Decode exactly as the original scMulan: prompt entities banned except the last, no class constraint,
+            3 steps, a non-cell-type output becomes ``"Unclassified"``; the embedding is the original's ``X_scMulan``.
+        exclude_unclassified
+            Never emit ``Unclassified`` (constrained mode).
+        restrict_to_cell_types
+            Legacy mode: only cell-type entities and ``<E>`` may be decoded (the original's ``ignore_Idx`` option).
+        use_metadata
+            Put the metadata the query has (the model's registered ``obs`` columns) in the prompt.
+        batch_size, device
+            Cells per forward pass; ``"auto"`` picks CUDA, MPS or CPU (bf16 autocast on CUDA).
+        return_embedding
+            Also return the hidden state at the first decoded cell type (``(n_cells, width)``).
+        progress
+            Show a progress bar.
+
+        Returns
+        -------
+        A DataFrame indexed like ``adata.obs`` with ``coarse``, ``fine`` (categoricals; missing for cells with no
+        expressed model gene), ``confidence`` (probability of the decoded coarse-then-fine path), ``coarse_confidence``,
+        ``fine_confidence`` and ``n_genes``.
+        """
+        fields = self.annotation_fields
+        if not fields:
+            msg = "This model has no cell-type fields in its vocabulary; it cannot annotate."
+            raise ValueError(msg)
+        legacy_vocab = self.legacy_ and self.vocab.is_legacy
+        source = self._source(
+            adata, context=use_metadata and not legacy and not legacy_vocab, exclude=fields, layer=None
+        )
+        device = resolve_device(device)
+        if legacy:
+            banned = None
+            if restrict_to_cell_types:
+                keep = self._cell_type_mask()
+                keep[self.vocab.end_id] = True
+                banned = ~keep
+            out = decode_cells(
+                self.module,
+                self.vocab,
+                source,
+                task="<annotate>",
+                n_steps=3,
+                banned=banned,
+                ban_prompt="all_but_last",
+                stop_at_end=True,
+                use_context=False,
+                batch_size=batch_size,
+                max_genes=None,
+                device=device,
+                progress=progress,
+            )
+            window = np.concatenate([out.prompt_tail, out.tokens], axis=1)  # prompt[-3:] + generated
+            rows = np.arange(len(window))
+            coarse_tok, fine_tok = window[rows, out.n_generated], window[rows, out.n_generated + 1]
+            is_ct = self._cell_type_mask()
+            coarse = self._names(coarse_tok, valid=is_ct)
+            fine = self._names(fine_tok, valid=is_ct)
+            p1, p2 = out.probs[:, 0], out.probs[:, 1]
+            embedding = out.legacy_embedding
+        else:
+            allowed = [self.vocab.field_mask(f) for f in fields] if constrained else None
+            if allowed is not None and exclude_unclassified:
+                for mask, f in zip(allowed, fields, strict=True):
+                    if self.vocab.has_token(f, UNCLASSIFIED):
+                        mask[self.vocab.token_id(f, UNCLASSIFIED)] = False
+            n_steps = max(2, len(fields))
+            if allowed is not None and len(allowed) < n_steps:
+                allowed = allowed + [None] * (n_steps - len(allowed))
+            out = decode_cells(
+                self.module,
+                self.vocab,
+                source,
+                task="<annotate>",
+                n_steps=n_steps,
+                allowed=allowed,
+                use_context=True,
+                batch_size=batch_size,
+                max_genes=self._max_genes(len(source.obs_keys)),
+                device=device,
+                progress=progress,
+            )
+            names = [self._names(out.tokens[:, j]) for j in range(len(fields))]
+            coarse, fine = (names[0], names[1]) if len(fields) == 2 else (names[0], names[0])
+            p1 = out.probs[:, 0]
+            p2 = out.probs[:, 1] if len(fields) == 2 else np.ones_like(p1)
+            embedding = out.embedding
+        empty = out.n_genes == 0
+        if empty.any():
+            warnings.warn(
+                f"{int(empty.sum())} cells express none of the model's genes; their labels are left missing.",
+                UserWarning,
+                stacklevel=2,
+            )
+        coarse, fine = np.where(empty, None, coarse), np.where(empty, None, fine)
+        frame = pd.DataFrame(
+            {
+                "coarse": pd.Categorical(coarse),
+                "fine": pd.Categorical(fine),
+                "confidence": np.where(empty, np.nan, p1 * p2).astype(np.float32),
+                "coarse_confidence": np.where(empty, np.nan, p1).astype(np.float32),
+                "fine_confidence": np.where(empty, np.nan, p2).astype(np.float32),
+                "n_genes": out.n_genes,
+            },
+            index=_obs_names(adata),
+        )
+        return (frame, embedding) if return_embedding else frame
+
+    def _cell_type_mask(self) -> np.ndarray:
+        mask = np.zeros(len(self.vocab), dtype=bool)
+        for f in ANNOTATION_FIELDS:
+            if f in self.vocab.fields:
+                mask |= self.vocab.field_mask(f)
+        return mask
+
+    def _names(self, tokens: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        """Category names of entity ids (``Unclassified`` where ``valid`` says the id is not acceptable)."""
+        lookup = np.array([self.vocab.token(i)[1] for i in range(len(self.vocab))], dtype=object)
+        names = lookup[np.clip(tokens, 0, len(self.vocab) - 1)]
+        if valid is not None:
+            ok = (tokens >= 0) & valid[np.clip(tokens, 0, len(self.vocab) - 1)]
+            names = np.where(ok, names, UNCLASSIFIED)
+        return names
+
+    def _max_genes(self, n_context: int) -> int:
+        return max(1, self.max_length_ - n_context - 4)
+
+    def predict_metadata(
+        self,
+        adata: AnnData,
+        fields: Sequence[str] = ("organ", "region"),
+        *,
+        use_metadata: bool = True,
+        batch_size: int = 64,
+        device: str | torch.device = "auto",
+        progress: bool = True,
+    ) -> pd.DataFrame:
+        """Predict metadata fields (organ, region, …) of every cell.
+
+        The metadata prompt decodes fields in the model's order (:attr:`metadata_fields_`); each step may only emit
+        entities of its field. Fields before the last requested one are decoded too (they are context for it).
+
+        Parameters
+        ----------
+        adata
+            Log-normalised cells.
+        fields
+            Fields to predict (each must be one the model was trained to predict).
+        use_metadata
+            Put the other metadata the query has in the prompt.
+        batch_size, device, progress
+            See :meth:`annotate`.
+
+        Returns
+        -------
+        A DataFrame with one categorical column per field and ``<field>_confidence``.
+        """
+        fields = [fields] if isinstance(fields, str) else list(fields)
+        order = self.metadata_fields_
+        bad = [f for f in fields if f not in order]
+        if bad or not fields:
+            msg = f"The model predicts the metadata fields {order}; cannot predict {bad or fields}."
+            raise ValueError(msg)
+        steps = order[: max(order.index(f) for f in fields) + 1]
+        legacy_vocab = self.legacy_ and self.vocab.is_legacy
+        source = self._source(adata, context=use_metadata and not legacy_vocab, exclude=steps)
+        out = decode_cells(
+            self.module,
+            self.vocab,
+            source,
+            task="<metadata>",
+            n_steps=len(steps),
+            allowed=[self.vocab.field_mask(f) for f in steps],
+            use_context=True,
+            batch_size=batch_size,
+            max_genes=self._max_genes(len(source.obs_keys)),
+            device=resolve_device(device),
+            progress=progress,
+        )
+        empty = out.n_genes == 0
+        columns = {}
+        for f in fields:
+            j = steps.index(f)
+            columns[f] = pd.Categorical(np.where(empty, None, self._names(out.tokens[:, j])))
+            columns[f"{f}_confidence"] = np.where(empty, np.nan, out.probs[:, j]).astype(np.float32)
+        return pd.DataFrame(columns, index=_obs_names(adata))
+
+    def get_latent_representation(
+        self,
+        adata: AnnData | None = None,
+        *,
+        pooling: Literal["annotation", "mean"] = "annotation",
+        legacy: bool = False,
+        batch_size: int = 64,
+        device: str | torch.device = "auto",
+        progress: bool = True,
+    ) -> np.ndarray:
+        """Cell embeddings ``(n_cells, width)``.
+
+        Parameters
+        ----------
+        adata
+            Log-normalised cells (default: the registered data).
+        pooling
+            ``"annotation"``: the final hidden state at the first decoded cell type (the original's ``X_scMulan``
+            definition; with ``legacy=True`` exactly the original's); ``"mean"``: the mean final hidden state over
+            the cell's gene positions.
+        legacy
+            Decode as the original scMulan (see :meth:`annotate`).
+        batch_size, device, progress
+            See :meth:`annotate`.
+        """
+        adata = self.adata if adata is None else adata
+        if adata is None:
+            msg = "Pass `adata`: this model has no data attached."
+            raise ValueError(msg)
+        if pooling == "annotation":
+            _, embedding = self.annotate(
+                adata, legacy=legacy, batch_size=batch_size, device=device, return_embedding=True, progress=progress
+            )
+            return embedding
+        if pooling != "mean":
+            msg = f"`pooling` must be 'annotation' or 'mean', got {pooling!r}."
+            raise ValueError(msg)
+        source = self._source(adata, context=False)
+        out = decode_cells(
+            self.module,
+            self.vocab,
+            source,
+            task="<annotate>",
+            n_steps=1,
+            pool=True,
+            use_context=False,
+            batch_size=batch_size,
+            max_genes=self._max_genes(0),
+            device=resolve_device(device),
+            progress=progress,
+        )
+        return out.pooled
+
+    def generate(
+        self,
+        conditions: Mapping[str, Any] | pd.DataFrame | None = None,
+        n_cells: int = 1,
+        *,
+        gene_prompts: Mapping[str, int] | None = None,
+        temperature: float = 1.0,
+        gamma: float = 0.1,
+        top_k: int | None = None,
+        seed: int = 0,
+        max_length: int | None = None,
+        legacy: bool = False,
+        batch_size: int = 64,
+        device: str | torch.device = "auto",
+        progress: bool = True,
+    ) -> AnnData:
+        """Generate cells conditioned on metadata (and optionally on fixed gene levels).
+
+        Parameters
+        ----------
+        conditions
+            ``{field: category}`` (one condition), ``{field: [categories…]}`` (one condition per position), or a
+            DataFrame with one row per condition and a column per field. ``None``: unconditional.
+        n_cells
+            Cells generated per condition.
+        gene_prompts
+            ``{gene: level}`` set in every generated cell (levels 1..10 put the gene in the prompt at that level;
+            level 0 forbids the gene), e.g. for in-silico perturbation.
+        temperature, gamma, top_k
+            Sampling controls: softmax temperature, the factor on the probability of ending the cell (the original's
+            length control; < 1 gives longer cells; 0.1 in all published runs) and top-k filtering.
+        seed
+            Same seed, batch size and device → the same cells.
+        max_length
+            Longest sentence (prompt included); default: the model's ``max_length``.
+        legacy
+            Sample exactly as the original ``generate_cellGenesis`` (any entity may be drawn, the most recent one is
+            not banned, levels 0..10).
+        batch_size, device, progress
+            See :meth:`annotate`.
+
+        Returns
+        -------
+        A new AnnData (cells × model genes): ``obs`` holds the conditions, ``n_genes`` and ``ended`` (the cell
+        ended with ``<E>`` rather than at ``max_length``); ``layers["levels"]`` the generated levels 1..10;
+        ``X`` the levels de-binned to log-normalised values (per-gene, per-level means of the training data; without
+        a table, e.g. for the original checkpoint, ``level / 10`` = fraction of the cell's maximum).
+        """
+        from scipy import sparse
+
+        table = self._conditions_table(conditions, n_cells)
+        fields = [f for f in self.vocab.metadata_fields if f in table.columns]
+        tokens = np.full((len(table), len(fields)), -1, dtype=np.int64)
+        for j, f in enumerate(fields):
+            col = table[f]
+            present = col.notna().to_numpy()
+            tokens[present, j] = self.vocab.token_ids(f, col[present].astype(str).tolist())
+        prompt = self._gene_prompt(gene_prompts, len(table))
+        limit = (
+            (max_length or self.max_length_)
+            - len(fields)
+            - 1
+            - (len(prompt[0].ids) // max(1, len(table)) if prompt else 0)
+        )
+        if limit < 1:
+            msg = f"`max_length` ({max_length}) leaves no room to generate genes after the prompt."
+            raise ValueError(msg)
+        device = resolve_device(device)
+        out = generate_cells(
+            self.module,
+            self.vocab,
+            tokens,
+            prompt_genes=prompt[0] if prompt else None,
+            exclude=prompt[1] if prompt else None,
+            max_new_tokens=limit,
+            temperature=temperature,
+            top_k=top_k,
+            gamma=gamma,
+            seed=seed,
+            batch_size=batch_size,
+            device=device,
+            legacy=legacy,
+            progress=progress,
+        )
+        gene_ids = np.asarray(self.vocab.gene_ids)
+        column = np.full(len(self.vocab), -1, dtype=np.int64)
+        column[gene_ids] = np.arange(len(gene_ids))
+        rows = np.repeat(np.arange(len(table)), np.diff(out.offsets))
+        keep = column[out.ids] >= 0
+        shape = (len(table), len(gene_ids))
+        levels = sparse.csr_matrix(
+            (out.levels[keep].astype(np.float32), (rows[keep], column[out.ids[keep]])), shape=shape
+        )
+        values = sparse.csr_matrix(
+            (debin(self.debin_table_, out.ids[keep], out.levels[keep]), (rows[keep], column[out.ids[keep]])),
+            shape=shape,
+        )
+        obs = table.copy()
+        for f in obs.columns:
+            obs[f] = pd.Categorical(obs[f])
+        obs["n_genes"] = np.diff(levels.indptr)
+        obs["ended"] = out.ended
+        obs.index = [f"generated_{i}" for i in range(len(obs))]
+        result = AnnData(X=values, obs=obs, var=pd.DataFrame(index=self.vocab.genes), layers={"levels": levels})
+        result.uns["scmulan_generate"] = {
+            "params": _io.plain(
+                {
+                    "n_cells": n_cells,
+                    "temperature": temperature,
+                    "gamma": gamma,
+                    "top_k": top_k if top_k is not None else 0,
+                    "seed": seed,
+                    "max_length": max_length or self.max_length_,
+                    "legacy": legacy,
+                    "gene_prompts": dict(gene_prompts or {}),
+                }
+            ),
+            "scale": "X: log-normalised (de-binned)" if self.debin_table_ is not None else "X: level / 10",
+        }
+        return result
+
+    def _conditions_table(self, conditions, n_cells: int) -> pd.DataFrame:
+        if n_cells < 1:
+            msg = f"`n_cells` must be >= 1, got {n_cells}."
+            raise ValueError(msg)
+        if conditions is None:
+            table = pd.DataFrame(index=range(1))
+        elif isinstance(conditions, pd.DataFrame):
+            table = conditions.reset_index(drop=True)
+        else:
+            values = dict(conditions)
+            lengths = {len(v) for v in values.values() if isinstance(v, list | tuple | np.ndarray | pd.Series)}
+            if len(lengths) > 1:
+                msg = "Lists in `conditions` must all have the same length."
+                raise ValueError(msg)
+            table = pd.DataFrame(values, index=range(lengths.pop() if lengths else 1))
+        for f in table.columns:
+            if f not in self.vocab.metadata_fields:
+                msg = f"Unknown condition field {f!r}; the model knows {self.vocab.metadata_fields}."
+                raise ValueError(msg)
+            cats = table[f].dropna().astype(str).unique()
+            unknown = [c for c in cats if not self.vocab.has_token(f, c)]
+            if unknown:
+                valid = self.vocab.categories(f)
+                msg = (
+                    f"Unknown {f!r} categories {unknown[:5]}; valid ones: {valid[:50]}{'…' if len(valid) > 50 else ''}."
+                )
+                raise ValueError(msg)
+        return table.loc[table.index.repeat(n_cells)].reset_index(drop=True)
+
+    def _gene_prompt(self, gene_prompts, n: int) -> tuple[GeneSegments, list[int]] | None:
+        if not gene_prompts:
+            return None
+        index = self.vocab.gene_index()
+        unknown = [g for g in gene_prompts if g not in index]
+        if unknown:
+            msg = f"`gene_prompts` genes {unknown[:5]} are not model genes."
+            raise ValueError(msg)
+        bad = {g: lv for g, lv in gene_prompts.items() if not (isinstance(lv, int | np.integer) and 0 <= lv <= 10)}
+        if bad:
+            msg = f"`gene_prompts` levels must be integers 0..10, got {bad}."
+            raise ValueError(msg)
+        present = [(index[g], int(lv)) for g, lv in gene_prompts.items() if lv > 0]
+        banned = [index[g] for g, lv in gene_prompts.items() if lv == 0]
+        ids = np.tile(np.array([i for i, _ in present], dtype=np.int64), n)
+        levels = np.tile(np.array([lv for _, lv in present], dtype=np.int64), n)
+        offsets = np.arange(n + 1, dtype=np.int64) * len(present)
+        return GeneSegments(ids, levels, offsets), banned
+
+    def fit_debinning(self, adata: AnnData, *, chunk_size: int = 4096) -> None:
+        """Learn the de-binning table of :meth:`generate` from log-normalised reference cells.
+
+        Use it for a model imported from the original checkpoint, which carries no table.
+
+        Parameters
+        ----------
+        adata
+            Log-normalised reference cells.
+        chunk_size
+            Cells read at a time.
+        """
+        source = self._source(adata, context=False)
+        self.debin_table_ = debinning_table(
+            (X for _, X, _ in source.iter_chunks(chunk_size)), source.col_token, len(self.vocab)
+        )

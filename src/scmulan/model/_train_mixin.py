@@ -1,0 +1,314 @@
+"""Training and fine-tuning of :class:`~scmulan.SCMULAN` (a mixin: the model class provides data and parts)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from anndata import AnnData
+
+from scmulan._validation import detect_data_kind
+from scmulan.model._debin import debinning_table
+from scmulan.model._fields import registry_key
+from scmulan.model._resize import extend_network
+from scmulan.sentence import CellSource, TaskSpec
+from scmulan.sentence._tasks import ANNOTATION_FIELDS, TASKS
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingMixin:
+    """``train`` (pretraining with the three tasks) and ``finetune`` (new categories, then training)."""
+
+    def train(
+        self,
+        max_epochs: int | None = 10,
+        *,
+        tasks: Sequence[str] = TASKS,
+        task_weights: Sequence[float] | None = None,
+        metadata_fields: Sequence[str] | None = None,
+        context_dropout: float = 0.5,
+        batch_size: int = 32,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 100,
+        entity_weight: float = 1.0,
+        value_weight: float = 1.0,
+        freeze_trunk: bool = False,
+        train_size: float = 0.9,
+        validation_size: float | None = None,
+        corpus: Sequence[str | os.PathLike] | None = None,
+        accelerator: str = "auto",
+        devices: int | str | list[int] = "auto",
+        strategy: str = "auto",
+        precision: str = "auto",
+        accumulate_grad_batches: int = 1,
+        gradient_clip_val: float | None = 1.0,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every_n_steps: int | None = None,
+        resume: bool = True,
+        num_workers: int = 0,
+        chunk_size: int = 2048,
+        seed: int = 0,
+        **trainer_kwargs: Any,
+    ) -> None:
+        """Train on the registered AnnData (and optional ``.h5ad`` corpus shards) with the multitask objective.
+
+        Parameters
+        ----------
+        max_epochs
+            Passes over the training cells.
+        tasks
+            Any of ``"generation"``, ``"annotation"``, ``"metadata"``; for each sentence one requested task is
+            sampled among those the cell has labels for (a cell without cell types still trains generation).
+        task_weights
+            Relative weight of each requested task (default: equal).
+        metadata_fields
+            Fields the metadata task predicts, in decoding order (default: every registered field other than the
+            cell types).
+        context_dropout
+            Probability of leaving out each known metadata token from a sentence's context.
+        batch_size
+            Sentences per batch (per device).
+        lr, weight_decay, warmup_steps
+            AdamW and the warm-up + cosine schedule (see :class:`~scmulan.train.CSentenceTrainingPlan`).
+        entity_weight, value_weight
+            Weights of the entity (set likelihood) and value (level regression) losses.
+        freeze_trunk
+            Train only the embeddings and heads.
+        train_size, validation_size
+            Fractions of the registered cells for training and validation (the rest is held out).
+        corpus
+            Further ``.h5ad`` files (pretraining shards) with the same ``obs`` columns, streamed from disk (backed).
+            Raw counts are normalised on the fly.
+        accelerator, devices, strategy, precision
+            Lightning settings: e.g. ``accelerator="gpu", devices=8, strategy="ddp"``; ``precision="auto"`` uses
+            bf16 mixed precision on GPUs.
+        accumulate_grad_batches, gradient_clip_val
+            Gradient accumulation and clipping.
+        checkpoint_dir, checkpoint_every_n_steps, resume
+            Checkpoints every N optimiser steps and at each epoch end; rerunning the same call resumes from the
+            last one.
+        num_workers, chunk_size
+            Data-loading workers, and cells read and bucketed by length together.
+        seed
+            Seed of the data split, the task sampling and the run.
+        **trainer_kwargs
+            Other :class:`lightning.pytorch.Trainer` arguments.
+        """
+        from scmulan.sentence import TrainingSentenceDataset
+        from scmulan.train import CSentenceTrainingPlan, fit
+
+        if self.adata is None:
+            msg = "This model has no training data attached; use `model.finetune(adata)` to train it on your data."
+            raise ValueError(msg)
+        spec = self._task_spec(tasks, task_weights, metadata_fields, context_dropout)
+        n = self.adata.n_obs
+        rng = np.random.default_rng(seed)
+        perm = rng.permutation(n)
+        validation_size = (1.0 - train_size) if validation_size is None else validation_size
+        if not 0 < train_size <= 1 or validation_size < 0 or train_size + validation_size > 1 + 1e-9:
+            msg = f"`train_size` ({train_size}) and `validation_size` ({validation_size}) must fit in [0, 1]."
+            raise ValueError(msg)
+        n_train = max(1, int(round(train_size * n)))
+        n_val = min(n - n_train, int(round(validation_size * n)))
+        train_idx, val_idx = np.sort(perm[:n_train]), np.sort(perm[n_train : n_train + n_val])
+        main = CellSource(
+            self.adata, self.vocab, obs_keys=self.obs_keys_, layer=self.layer_, gene_symbols=self.gene_symbols_key_
+        )
+        sources, indices = [main], [train_idx]
+        for path in corpus or []:
+            shard = CellSource(path, self.vocab, obs_keys=self.obs_keys_, gene_symbols=self.gene_symbols_key_)
+            first = shard.read(np.arange(min(256, shard.n_obs)))[0]
+            shard.normalize = detect_data_kind(first) != "log_normalized"
+            sources.append(shard)
+            indices.append(None)
+        self._check_labels(spec, sources, indices)
+        common = {
+            "end_id": self.vocab.end_id,
+            "pad_id": self.vocab.pad_id,
+            "batch_size": batch_size,
+            "chunk_size": chunk_size,
+            "max_length": self.max_length_,
+            "seed": seed,
+        }
+        task_ids = {self._task_token(t): self.vocab.task_id(self._task_token(t)) for t in TASKS}
+        block = 1 if len(sources) == 1 else 256
+        train_ds = TrainingSentenceDataset(sources, spec, task_ids, indices=indices, block_size=block, **common)
+        val_ds = None
+        if n_val:
+            val_ds = TrainingSentenceDataset([main], spec, task_ids, indices=[val_idx], shuffle=False, **common)
+        if self.debin_table_ is None or not self.legacy_:
+            self.debin_table_ = debinning_table(
+                (main.read(train_idx[i : i + chunk_size])[0] for i in range(0, len(train_idx), chunk_size)),
+                main.col_token,
+                len(self.vocab),
+            )
+        plan = CSentenceTrainingPlan(
+            self.module,
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup_steps=warmup_steps,
+            entity_weight=entity_weight,
+            value_weight=value_weight,
+            freeze_trunk=freeze_trunk,
+        )
+        history = fit(
+            plan,
+            train_ds,
+            val_ds,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            strategy=strategy,
+            precision=precision,
+            accumulate_grad_batches=accumulate_grad_batches,
+            gradient_clip_val=gradient_clip_val,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every_n_steps=checkpoint_every_n_steps,
+            resume=resume,
+            num_workers=num_workers,
+            seed=seed,
+            **trainer_kwargs,
+        )
+        self.module.requires_grad_(True)
+        self.module.eval()
+        self.history_ = history
+        self.is_trained_ = True
+        self.train_indices_, self.validation_indices_ = train_idx, val_idx
+        self.test_indices_ = np.sort(perm[n_train + n_val :])
+        trained_fields = [f for f, m in zip(spec.fields, spec.metadata_columns, strict=True) if m]
+        if spec.weights[TASKS.index("metadata")] > 0 and trained_fields:
+            self.metadata_fields_ = trained_fields
+
+    @staticmethod
+    def _task_token(task: str) -> str:
+        return {"generation": "<generate>", "annotation": "<annotate>", "metadata": "<metadata>"}[task]
+
+    def _task_spec(self, tasks, task_weights, metadata_fields, context_dropout) -> TaskSpec:
+        tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+        unknown = set(tasks) - set(TASKS)
+        if unknown or not tasks:
+            msg = f"`tasks` must be a non-empty subset of {TASKS}, got {tasks}."
+            raise ValueError(msg)
+        if task_weights is not None and len(task_weights) != len(tasks):
+            msg = f"`task_weights` needs one weight per task in `tasks` ({len(tasks)}), got {len(task_weights)}."
+            raise ValueError(msg)
+        weights = dict(zip(tasks, task_weights or [1.0] * len(tasks), strict=True))
+        fields = tuple(self.obs_keys_)
+        if metadata_fields is not None:
+            unknown = set(metadata_fields) - set(fields)
+            if unknown:
+                msg = f"`metadata_fields` {sorted(unknown)} are not registered (registered: {list(fields)})."
+                raise ValueError(msg)
+        if "annotation" in tasks and not any(f in fields for f in ANNOTATION_FIELDS):
+            msg = "The annotation task needs `cell_type_key` and/or `coarse_cell_type_key` in `setup_anndata`."
+            raise ValueError(msg)
+        if "metadata" in tasks and not [f for f in (metadata_fields or fields) if f not in ANNOTATION_FIELDS]:
+            msg = "The metadata task needs a registered metadata field other than the cell types (e.g. `organ_key`)."
+            raise ValueError(msg)
+        return TaskSpec(
+            fields=fields,
+            weights=tuple(weights.get(t, 0.0) for t in TASKS),
+            metadata_fields=tuple(metadata_fields) if metadata_fields is not None else None,
+            context_dropout=context_dropout,
+        )
+
+    @staticmethod
+    def _check_labels(spec: TaskSpec, sources: list[CellSource], indices: list) -> None:
+        """Fail early when a requested task has no cell with the labels it needs."""
+        known = np.concatenate(
+            [s.metadata[ix] if ix is not None else s.metadata for s, ix in zip(sources, indices, strict=True)]
+        )
+        known = known >= 0
+        names = dict(zip(TASKS, spec.weights, strict=True))
+        if (
+            names["annotation"] > 0
+            and spec.annotation_columns.any()
+            and not known[:, spec.annotation_columns].all(1).any()
+        ):
+            msg = (
+                "No training cell has all the cell-type labels the annotation task needs; check the registered columns."
+            )
+            raise ValueError(msg)
+        if names["metadata"] > 0 and spec.metadata_columns.any() and not known[:, spec.metadata_columns].any():
+            msg = "No training cell has any of the metadata fields the metadata task predicts."
+            raise ValueError(msg)
+
+    def finetune(
+        self,
+        adata: AnnData,
+        max_epochs: int | None = 10,
+        *,
+        tasks: Sequence[str] = ("annotation",),
+        freeze_trunk: bool = False,
+        **train_kwargs: Any,
+    ) -> None:
+        """Fine-tune on labelled data: new categories join the vocabulary, then the model trains on ``adata``.
+
+        ``adata`` must be registered with :meth:`setup_anndata` (its own column names). Categories the model does
+        not know (new cell types, organs…) get new entities whose rows start at the mean of their field's
+        existing rows; existing ids are unchanged. The model keeps its gene set: genes of ``adata`` outside it are
+        ignored, and model genes missing from ``adata`` are simply never expressed.
+
+        Parameters
+        ----------
+        adata
+            Registered, log-normalised AnnData.
+        max_epochs
+            Passes over ``adata``.
+        tasks
+            Tasks to train (typically annotation only).
+        freeze_trunk
+            Keep the transformer blocks fixed; train embeddings and heads only.
+        **train_kwargs
+            Other :meth:`train` arguments (``lr``, ``batch_size``, ``train_size``…).
+        """
+        from scmulan._anndata import get_modality
+
+        adata = get_modality(adata)
+        manager = self._get_most_recent_anndata_manager(adata, required=False)
+        if manager is None:
+            msg = "Register the fine-tuning data first: `scmulan.SCMULAN.setup_anndata(adata, cell_type_key=..., ...)`."
+            raise ValueError(msg)
+        registry = manager.registry
+        obs_keys = self._registered_obs_keys(registry)
+        vocab = self.vocab
+        for field in obs_keys:
+            categories = [str(c) for c in manager.get_state_registry(registry_key(field))["categorical_mapping"]]
+            vocab = vocab.extend(field, categories)
+        if len(vocab) > len(self.vocab):
+            logger.info("vocabulary extended by %d entities", len(vocab) - len(self.vocab))
+            self.module = extend_network(self.module, self.vocab, vocab)
+            if self.debin_table_ is not None:
+                pad = np.zeros((len(vocab) - len(self.vocab), self.debin_table_.shape[1]), dtype=np.float32)
+                self.debin_table_ = np.concatenate([self.debin_table_, pad])
+            self.vocab = vocab
+        source = CellSource(adata, self.vocab, gene_symbols=registry["setup_args"].get("gene_symbols_key"))
+        overlap = int((source.col_token >= 0).sum())
+        logger.info("fine-tuning data share %d of the model's %d genes", overlap, len(self.vocab.genes))
+        if overlap == 0:
+            msg = "The fine-tuning data share no gene with the model; run `scmulan.pp.prepare(adata, model)`."
+            raise ValueError(msg)
+        self._adata, self._adata_manager = adata, manager
+        self._register_manager_for_instance(manager)
+        self.registry_ = registry
+        self.summary_stats = manager.summary_stats
+        self.obs_keys_ = obs_keys
+        self.layer_ = registry["setup_args"].get("layer")
+        self.gene_symbols_key_ = registry["setup_args"].get("gene_symbols_key")
+        self._set_parts(
+            self.vocab,
+            self.module,
+            obs_keys=obs_keys,
+            layer=self.layer_,
+            gene_symbols=self.gene_symbols_key_,
+            max_length=self.max_length_,
+            legacy=self.legacy_,
+            metadata_fields=self.metadata_fields_,
+            debin_table=self.debin_table_,
+        )
+        self.train(max_epochs, tasks=tasks, freeze_trunk=freeze_trunk, **train_kwargs)

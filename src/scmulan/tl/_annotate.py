@@ -1,0 +1,109 @@
+"""Cell-type annotation: coarse and fine labels, confidence and the annotation embedding."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from anndata import AnnData
+
+from scmulan.tl._utils import as_model, finish, record, start, target
+
+if TYPE_CHECKING:
+    from mudata import MuData
+
+    from scmulan.model import SCMULAN
+
+
+def annotate(
+    adata: AnnData | MuData,
+    model: SCMULAN | str | os.PathLike,
+    *,
+    key_added: str = "scmulan",
+    constrained: bool = True,
+    legacy: bool = False,
+    exclude_unclassified: bool = False,
+    use_metadata: bool = True,
+    batch_size: int = 64,
+    device: str = "auto",
+    mod: str = "rna",
+    progress: bool = True,
+    copy: bool = False,
+) -> AnnData | MuData | None:
+    """Annotate cells with coarse and fine cell types (dual hierarchical annotation).
+
+    Each cell's c-sentence (expressed genes with their levels, the metadata the query has, then the annotation
+    prompt) is decoded greedily in batches with a key/value cache: first a coarse type, then a fine type.
+
+    Parameters
+    ----------
+    adata
+        Log-normalised cells (:func:`scmulan.pp.prepare`); AnnData or MuData (modality ``mod``). The cells need no
+        registration and no labels.
+    model
+        An :class:`~scmulan.SCMULAN`, a saved model directory, or a pretrained name (``"scmulan-v1"``).
+    key_added
+        Prefix of the keys written.
+    constrained
+        Step 1 may only emit coarse types and step 2 only fine types.
+    legacy
+        Reproduce the original scMulan exactly (no class constraint, prompt entities banned except the last, any
+        non-cell-type output becomes ``Unclassified``; the embedding is the original's ``X_scMulan``).
+    exclude_unclassified
+        Never predict ``Unclassified`` (constrained mode).
+    use_metadata
+        Give the model the metadata columns the query has (those the model was trained with).
+    batch_size
+        Cells per forward pass.
+    device
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``…
+    mod
+        MuData modality.
+    progress
+        Show a progress bar.
+    copy
+        Return a copy instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None``, or the annotated copy if ``copy=True``. Sets:
+
+    ``adata.obs['{key_added}_coarse']`` : categorical
+        Coarse cell type (missing for cells that express none of the model's genes).
+    ``adata.obs['{key_added}_fine']`` : categorical
+        Fine cell type.
+    ``adata.obs['{key_added}_confidence']`` : float
+        Probability of the decoded coarse-then-fine path.
+    ``adata.obsm['X_{key_added}']`` : array
+        Final hidden state at the first decoded cell type (the cell embedding).
+    ``adata.uns['{key_added}']['annotate']['params']``
+        The parameters.
+    """
+    params = {
+        "constrained": constrained,
+        "legacy": legacy,
+        "exclude_unclassified": exclude_unclassified,
+        "use_metadata": use_metadata,
+        "batch_size": batch_size,
+    }
+    data, ad = target(adata, mod=mod, copy=copy)
+    model = as_model(model)
+    started = start("computing cell-type annotation")
+    labels, embedding = model.annotate(
+        ad,
+        constrained=constrained,
+        legacy=legacy,
+        exclude_unclassified=exclude_unclassified,
+        use_metadata=use_metadata,
+        batch_size=batch_size,
+        device=device,
+        return_embedding=True,
+        progress=progress,
+    )
+    keys = {"coarse": f"{key_added}_coarse", "fine": f"{key_added}_fine", "confidence": f"{key_added}_confidence"}
+    for column, key in keys.items():
+        ad.obs[key] = labels[column].to_numpy() if column == "confidence" else labels[column].values
+    ad.obsm[f"X_{key_added}"] = embedding
+    record(ad, key_added, "annotate", params)
+    finish(started, [f"obs['{k}']" for k in keys.values()] + [f"obsm['X_{key_added}']"])
+    return data if copy else None

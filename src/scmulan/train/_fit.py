@@ -1,0 +1,178 @@
+"""Run a training plan with Lightning: devices, precision, strategies, checkpoints, resuming, logs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+from scmulan.train._plan import CSentenceTrainingPlan
+
+logger = logging.getLogger(__name__)
+
+
+class _TrackLastCheckpoint(Callback):
+    """Tell the plan where the last checkpoint is, so a NaN-loss error can point at it."""
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        for cb in trainer.checkpoint_callbacks:
+            if getattr(cb, "last_model_path", None):
+                pl_module._last_good_checkpoint = cb.last_model_path
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``"auto"``: bf16 mixed precision on CUDA GPUs that support it, fp32 elsewhere."""
+    if precision != "auto":
+        return precision
+    uses_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if uses_cuda and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def history_from_csv(log_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
+    """Logged metrics as ``{name: DataFrame}`` indexed by epoch (epoch-level) or step (step-level)."""
+    path = Path(log_dir) / "metrics.csv"
+    if not path.exists():
+        return {}
+    table = pd.read_csv(path)
+    history = {}
+    for name in table.columns:
+        if name in ("epoch", "step"):
+            continue
+        col = table[["epoch", "step", name]].dropna(subset=[name])
+        if col.empty:
+            continue
+        index = "step" if name.endswith("_step") or name == "lr" else "epoch"
+        frame = col.groupby(index)[name].last().to_frame()
+        history[name] = frame
+    return history
+
+
+def fit(
+    plan: CSentenceTrainingPlan,
+    train_dataset: torch.utils.data.IterableDataset,
+    validation_dataset: torch.utils.data.IterableDataset | None = None,
+    *,
+    max_epochs: int | None = 10,
+    max_steps: int = -1,
+    accelerator: str = "auto",
+    devices: int | str | list[int] = "auto",
+    strategy: str = "auto",
+    num_nodes: int = 1,
+    precision: str = "auto",
+    accumulate_grad_batches: int = 1,
+    gradient_clip_val: float | None = 1.0,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every_n_steps: int | None = None,
+    resume: bool = True,
+    num_workers: int = 0,
+    enable_progress_bar: bool = True,
+    seed: int | None = 0,
+    **trainer_kwargs: Any,
+) -> dict[str, pd.DataFrame]:
+    """Train ``plan`` on streaming sentence datasets with Lightning.
+
+    Parameters
+    ----------
+    plan
+        The training plan (holds the network).
+    train_dataset, validation_dataset
+        :class:`~scmulan.sentence.TrainingSentenceDataset` objects (they yield whole batches).
+    max_epochs, max_steps
+        Stopping criteria (Lightning semantics).
+    accelerator, devices, strategy, num_nodes
+        Passed to :class:`lightning.pytorch.Trainer`: e.g. ``strategy="ddp"`` over several GPUs or nodes,
+        ``"fsdp"`` for models that do not fit one GPU, ``"ddp_spawn"`` with ``accelerator="cpu", devices=2``
+        for two CPU processes.
+    precision
+        ``"auto"`` (bf16 mixed on CUDA, fp32 elsewhere) or any Lightning precision string.
+    accumulate_grad_batches
+        Batches per optimiser step.
+    gradient_clip_val
+        Gradient-norm clipping (``None``: off).
+    checkpoint_dir
+        Where checkpoints and logs go (a temporary directory when ``None``; no resuming then).
+    checkpoint_every_n_steps
+        Save a checkpoint every so many optimiser steps (always at the end of each epoch).
+    resume
+        Continue from ``checkpoint_dir/last.ckpt`` when it exists: optimiser, scheduler, step, epoch and the
+        position in the data are restored, so the run continues as if it had not stopped.
+    num_workers
+        Data-loading worker processes.
+    enable_progress_bar
+        Show Lightning's progress bar.
+    seed
+        Seeds Python, NumPy and torch (``lightning.seed_everything``) before training.
+    **trainer_kwargs
+        Other :class:`lightning.pytorch.Trainer` arguments (``logger``, ``callbacks``, ``limit_train_batches``…).
+
+    Returns
+    -------
+    The logged metrics (see :func:`history_from_csv`).
+    """
+    if seed is not None:
+        pl.seed_everything(seed, workers=True, verbose=False)
+    tmp = None
+    if checkpoint_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="scmulan_train_")
+        checkpoint_dir, resume = tmp.name, False
+    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    plan.train_dataset = train_dataset
+
+    callbacks = list(trainer_kwargs.pop("callbacks", []))
+    callbacks += [
+        ModelCheckpoint(
+            dirpath=checkpoint_dir,
+            filename="step{step}",
+            auto_insert_metric_name=False,
+            every_n_train_steps=checkpoint_every_n_steps,
+            save_last=True,
+            save_top_k=1,
+        ),
+        _TrackLastCheckpoint(),
+    ]
+    csv = CSVLogger(save_dir=checkpoint_dir, name="logs", version="")
+    loggers = trainer_kwargs.pop("logger", None)
+    loggers = [csv] if loggers in (None, True) else ([csv] + (loggers if isinstance(loggers, list) else [loggers]))
+    trainer = pl.Trainer(
+        max_epochs=max_epochs,
+        max_steps=max_steps,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        num_nodes=num_nodes,
+        precision=resolve_precision(precision, accelerator),
+        accumulate_grad_batches=accumulate_grad_batches,
+        gradient_clip_val=gradient_clip_val,
+        callbacks=callbacks,
+        logger=loggers,
+        enable_progress_bar=enable_progress_bar,
+        enable_model_summary=False,
+        log_every_n_steps=trainer_kwargs.pop("log_every_n_steps", 10),
+        num_sanity_val_steps=trainer_kwargs.pop("num_sanity_val_steps", 0),
+        **trainer_kwargs,
+    )
+    loader_kwargs = {"batch_size": None, "num_workers": num_workers, "pin_memory": torch.cuda.is_available()}
+    train_loader = DataLoader(train_dataset, **loader_kwargs)
+    val_loader = DataLoader(validation_dataset, **loader_kwargs) if validation_dataset is not None else None
+    last = checkpoint_dir / "last.ckpt"
+    ckpt_path = str(last) if resume and last.exists() else None
+    if ckpt_path:
+        logger.info("resuming from %s", ckpt_path)
+    # Checkpoints hold plain tensors and containers only; they are ours, so Lightning may read them in full.
+    trainer.fit(plan, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
+    history = history_from_csv(csv.log_dir)
+    if tmp is not None:
+        tmp.cleanup()
+    return history
