@@ -191,7 +191,7 @@ class InferenceMixin:
     ) -> pd.DataFrame:
         """Predict metadata fields (organ, region, …) of every cell.
 
-        The metadata prompt decodes fields in the model's order (:attr:`metadata_fields_`); each step may only emit
+        The metadata prompt decodes fields in the model's order (:attr:`~scmulan.SCMULAN.metadata_fields_`); each step may only emit
         entities of its field. Fields before the last requested one are decoded too (they are context for it).
 
         Parameters

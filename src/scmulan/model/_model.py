@@ -68,6 +68,25 @@ class SCMULAN(TrainingMixin, InferenceMixin, BaseModelClass):
     **overrides
         Fields of :class:`~scmulan.nn.TransformerConfig` to change (``n_layer``, ``n_embd``, ``dropout``…).
 
+    Attributes
+    ----------
+    vocab
+        The :class:`~scmulan.Vocabulary` (genes, metadata categories, task prompts).
+    module
+        The :class:`~scmulan.nn.CSentenceTransformer`.
+    obs_keys_
+        Metadata field -> ``obs`` column of the registered data (used as prompt context for queries that have it).
+    metadata_fields_
+        Fields the metadata task decodes, in order (``predict_metadata`` can predict these).
+    max_length_
+        Longest sentence.
+    debin_table_
+        Mean log-normalised value of every gene at every level in the training data (``generate`` output scale).
+    legacy_
+        Whether the model was imported from the original scMulan checkpoint.
+    history_
+        Logged training metrics, ``{name: DataFrame}``.
+
     Examples
     --------
     >>> import scmulan
