@@ -21,10 +21,13 @@ def make_adata(var_names, **var_columns) -> ad.AnnData:
         return ad.AnnData(sparse.csr_matrix(x), var=var)
 
 
-def test_var_columns_without_model(counts_adata):
+def test_var_columns_without_model(counts_adata, tmp_path):
     prepare(counts_adata)
     gene = counts_adata.var["scmulan_gene"]
-    assert isinstance(gene.dtype, pd.StringDtype)
+    assert isinstance(gene.dtype, pd.CategoricalDtype)
+    counts_adata.write_h5ad(tmp_path / "prepared.h5ad")  # the report and columns must be writable
+    back = ad.read_h5ad(tmp_path / "prepared.h5ad")
+    assert list(back.var["scmulan_gene"]) == list(gene)
     assert list(gene) == list(counts_adata.var_names)  # without a gene set, ids resolve to themselves
     assert set(counts_adata.var["scmulan_gene_status"]) == {"kept"}
     report = counts_adata.uns["scmulan_prepare"]

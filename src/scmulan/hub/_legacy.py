@@ -76,6 +76,7 @@ def config_from_model_args(model_args: dict[str, Any]) -> TransformerConfig:
         n_embd=int(args["n_embd"]),
         n_levels=int(args.get("expression_level", 10)) + 1,
         bias=bool(args.get("bias", False)),
+        head_bias=False,
         dropout=float(args.get("dropout", 0.0)),
     )
 

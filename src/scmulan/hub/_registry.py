@@ -44,9 +44,9 @@ def cache_dir(path: str | os.PathLike | None = None) -> Path:
     import pooch
 
     if path is not None:
-        return Path(path)
+        return Path(path).expanduser()
     if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
+        return Path(os.environ[CACHE_ENV]).expanduser()
     return Path(pooch.os_cache("scmulan"))
 
 
@@ -97,7 +97,7 @@ def fetch_pretrained(
     recorded = json.loads(recorded_path.read_text()) if recorded_path.exists() else {}
     local: dict[str, Path] = {}
     if path is not None:
-        given = Path(path)
+        given = Path(path).expanduser()  # "~/Downloads/scmulan/" as in the documented example
         if not given.exists():
             msg = f"`path={os.fspath(path)!r}` does not exist."
             raise ValueError(msg)

@@ -380,7 +380,11 @@ class SCMULAN(TrainingMixin, InferenceMixin, BaseModelClass):
         attrs = meta["attr_dict"]
         vocab = Vocabulary.from_dict(json.loads(vocab_json))
         net = CSentenceTransformer(TransformerConfig.from_dict(attrs["config"]))
-        net.load_state_dict(weights)
+        try:
+            net.load_state_dict(weights)
+        except RuntimeError as e:
+            msg = f"The weights in {os.fspath(dir_path)!r} do not fit the saved configuration (saved by an incompatible version?): {e}"
+            raise ValueError(msg) from e
         registry = attrs["registry_"] or _empty_registry()
         model = cls._from_parts(
             vocab,

@@ -9,7 +9,7 @@ import torch
 from scmulan.nn import CSentenceTransformer
 from scmulan.vocab import Vocabulary
 
-_VOCAB_SIZED = ("entity_embedding.weight", "entity_head.weight", "value_head.weight")
+_VOCAB_SIZED = ("entity_embedding.weight", "entity_head.weight", "entity_head.bias", "value_head.weight")
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "base": {"n_layer": 12, "n_head": 12, "n_embd": 768},
     # the released scMulan checkpoint: 368,800,320 parameters with |V| = 2222 (read from its `model_args`;
     # the paper text says 20 blocks, the checkpoint has 24)
-    "scmulan-v1": {"n_layer": 24, "n_head": 20, "n_embd": 1120, "vocab_size": 2222, "bias": False},
+    "scmulan-v1": {"n_layer": 24, "n_head": 20, "n_embd": 1120, "vocab_size": 2222, "bias": False, "head_bias": False},
 }
 
 
@@ -39,6 +39,11 @@ class TransformerConfig:
         Rows of the value (expression level) embedding: levels 0..10 give 11.
     bias
         Biases in the linear layers and LayerNorms (the released scMulan has none).
+    head_bias
+        A bias on the entity head, initialised to the log-odds of one entity among ``vocab_size``. With a sum of
+        per-entity sigmoids over the whole vocabulary, nearly every target is 0: the bias lets the network start
+        from "everything is unlikely" instead of learning that through its hidden states. The released scMulan has
+        none (``False`` in the ``"scmulan-v1"`` preset and for imported checkpoints).
     dropout
         Dropout on embeddings, attention and residual branches during training.
     """
@@ -49,6 +54,7 @@ class TransformerConfig:
     n_embd: int = 128
     n_levels: int = 11
     bias: bool = False
+    head_bias: bool = True
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
@@ -108,4 +114,4 @@ class TransformerConfig:
         ln = d * (2 if self.bias else 1)
         linear_bias = (3 * d + d + 4 * d + d) if self.bias else 0
         block = 12 * d * d + 2 * ln + linear_bias
-        return self.n_layer * block + v * d + self.n_levels * d + ln + 2 * v * d
+        return self.n_layer * block + v * d + self.n_levels * d + ln + 2 * v * d + (v if self.head_bias else 0)

@@ -277,6 +277,10 @@ def sample_decode(
             logits = logits.masked_fill(logits < kth, NEG_INF)
         probs = torch.softmax(logits, dim=-1)
         probs[:, end_id] *= gamma
+        # Finished rows still in the batch (below the compaction threshold) keep drawing, and their output is
+        # discarded; once they have seen every candidate their row is all -inf (NaN after the softmax), which
+        # `multinomial` rejects. Give them a certain draw of <E> instead.
+        probs = torch.where(alive[:, None], probs, torch.nn.functional.one_hot(torch.tensor(end_id, device=device), V))
         tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (b,)
         rows = torch.arange(b, device=device)
         lvl = values[rows, tok].round().clamp(lo, hi).long()

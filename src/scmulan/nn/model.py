@@ -178,13 +178,15 @@ class CSentenceTransformer(nn.Module):
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         # The heads are untied from the entity embedding, as in the released checkpoint.
-        self.entity_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.entity_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.head_bias)
         self.value_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.apply(self._init_weights)
         # GPT-2 style: scale the residual output projections by 1/sqrt(2 * n_layer).
         for name, p in self.named_parameters():
             if name.endswith(("attn.proj.weight", "mlp.proj.weight")):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        if config.head_bias:  # start at the log-odds of one entity among |V| (see TransformerConfig.head_bias)
+            nn.init.constant_(self.entity_head.bias, -math.log(max(config.vocab_size - 1, 1)))  # |V| = 1: 0
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

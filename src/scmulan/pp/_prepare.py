@@ -104,10 +104,9 @@ def prepare(
     ``adata.layers['counts']``
         The original ``X`` when it held counts and no ``'counts'`` layer existed (``layers['unlogged']`` for
         TPM-like values), so that replacing ``X`` loses nothing; a layer already there is never overwritten.
-    ``adata.var['scmulan_gene']`` : pandas ``string`` dtype
-        The resolved gene per var (the model's spelling when ``genes`` is given); ``<NA>`` when unresolved.
-        Select resolved vars with ``adata.var['scmulan_gene'].notna()`` (after an h5ad round trip the
-        column is categorical, with NaN for unresolved vars).
+    ``adata.var['scmulan_gene']`` : categorical
+        The resolved gene per var (the model's spelling when ``genes`` is given); NaN when unresolved. Select
+        resolved vars with ``adata.var['scmulan_gene'].notna()``.
     ``adata.var['scmulan_gene_status']`` : categorical
         ``"kept"``, ``"case_matched"``, ``"renamed"``, ``"ambiguous"``, ``"unknown"`` or ``"duplicate"``.
     ``adata.uns['scmulan_prepare']`` : dict
@@ -218,7 +217,8 @@ def prepare(
         min_overlap=float(min_overlap),
         mod=mod if is_mudata(adata) else None,
     )
-    target.var["scmulan_gene"] = pd.array(resolution.genes, dtype="string")
+    # categorical (NaN = unresolved): writes to .h5ad with any anndata, unlike pandas' nullable string dtype
+    target.var["scmulan_gene"] = pd.Categorical(pd.array(resolution.genes, dtype="string").to_numpy(na_value=None))
     target.var["scmulan_gene_status"] = pd.Categorical(resolution.status, categories=STATUSES)
     target.uns["scmulan_prepare"] = report
     added += ["var['scmulan_gene']", "var['scmulan_gene_status']", "uns['scmulan_prepare']"]
