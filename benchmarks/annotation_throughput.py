@@ -1,0 +1,568 @@
+"""Annotation throughput and peak memory: scmulan's batched, cached decoding vs the original scMulan algorithm.
+
+Methods, all on the same random weights and the same cells, timed in the same process:
+
+- ``ours_constrained``: ``model.annotate(adata)`` (the public API: sentences built from the AnnData, length-bucketed
+  left-padded batches, one prompt pass that fills a key/value cache, then cached one-token steps; step 1 restricted
+  to coarse types, step 2 to fine types);
+- ``ours_legacy``: ``model.annotate(adata, legacy=True)`` (same machinery, the original's masking, 3 steps);
+- ``baseline``: the original scMulan's algorithm (``generate_cellGenesis(top_k=1)``, scmulan-original.md §3.1-3.2),
+  written out here: one cell at a time (batch size 1), genes > 0 in reverse column order binned with
+  ``np.digitize(v, np.linspace(0, max, 11), right=True)`` + ``<PCT>``, then 3 steps that each run ``net(...)`` over the
+  **whole growing sequence** (no cache), mask every entity already in the sequence except the last, keep the top-1
+  logit, softmax, ``torch.multinomial``, level = ``clamp(round(value), 0, 10)``; label = the 2nd generated token,
+  embedding = the final hidden state at the first generated token. Only the head outputs at the last position are
+  computed (as the original does). The original's pandas/tokenizer overheads are NOT included (see
+  ``sentence_throughput.py`` for those), so the baseline is, if anything, faster than the original.
+
+The baseline's labels and embeddings are checked against ``ours_legacy`` (they must agree: same algorithm).
+
+Network: a random-weight :class:`scmulan.nn.CSentenceTransformer` of each preset with a legacy-sized vocabulary
+(2,222 entities), written as an original-format checkpoint and loaded with ``SCMULAN.from_legacy_checkpoint``. The
+vocabulary is the original ``meta_info.pt`` when found (``--meta-info``, ``$SCMULAN_PARITY_DIR`` or
+``shared/reference/legacy_parity`` above the repository), else a synthetic one of the same layout. Cells:
+``scmulan.datasets.synthetic_atlas`` raw counts over 2,000 genes, renamed position by position to the
+vocabulary's 2,000 genes, then ``scmulan.pp.prepare(adata, model)`` (normalise_total 1e4 + log1p). At the atlas
+defaults a cell expresses a quarter to a third of its genes, so prompts are ~500-700 tokens (the mean is reported);
+``--density`` thins the expressed genes to get shorter sentences.
+
+Peak memory: each method runs again in its own subprocess (same inputs, after a warm-up call); the peak RSS growth
+is ``VmHWM - VmRSS`` with the peak reset to the current RSS right before the call (Linux ``/proc/self/clear_refs``;
+elsewhere ``ru_maxrss`` deltas, which miss peaks below the setup's). This counts torch's CPU tensors (which
+``tracemalloc`` does not see). On CUDA the peak of ``torch.cuda.max_memory_allocated`` is reported as well.
+
+GPU (needs a CUDA machine; nothing here is GPU-specific except what the flags select)::
+
+    python benchmarks/annotation_throughput.py --preset scmulan-v1 --device cuda --dtype bf16 \\
+        --n-cells 2048 --baseline-cells 64 --batch-size 128
+
+reports tokens/s (prompt + decoded tokens) and the achieved fraction of a bf16 matmul peak measured in the same
+script (a loop of 8192 x 8192 ``torch.matmul``). ``--dtype bf16`` is the package's default on CUDA (autocast);
+``--dtype fp32`` switches the autocast off for every method.
+
+CPU (the figures in benchmarks/README.md)::
+
+    python benchmarks/annotation_throughput.py --preset tiny small
+
+Results are printed as a table and written to ``benchmarks/results/annotation_throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+METHODS = ("ours_constrained", "ours_legacy", "baseline")
+LEGACY_VOCAB_SIZE = 2222
+
+
+# ---------------------------------------------------------------------------- memory
+
+
+def _status_mb(key: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    except OSError:
+        return False
+    return True
+
+
+def _peak_rss_mb() -> float:
+    hwm = _status_mb("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+def find_meta_info(given: Path | None) -> Path | None:
+    """The original ``meta_info.pt``: ``given``, ``$SCMULAN_PARITY_DIR``, or ``shared/reference/legacy_parity``."""
+    if given is not None:
+        return None if str(given) == "synthetic" else given
+    candidates = []
+    if os.environ.get("SCMULAN_PARITY_DIR"):
+        candidates.append(Path(os.environ["SCMULAN_PARITY_DIR"]) / "meta_info.pt")
+    candidates += [p / "shared" / "reference" / "legacy_parity" / "meta_info.pt" for p in REPO.parents]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def synthetic_meta_info(genes: list[str]) -> dict:
+    """A vocabulary in the original layout and size (2,222): <E>, 2,000 genes, 7 organs, 114 cell types (90 fine +
+    24 coarse), 33 ages, 6 statuses, 33 regions, 10 technologies, F/M, <PCT>, <SPToken1..15>."""
+    organ = [f"Organ{i}" for i in range(7)]
+    cell_type, mct = [f"Fine type {i}" for i in range(90)], [f"Coarse type {i}" for i in range(24)]
+    age = [f"{i} year" for i in range(33)]
+    status = [f"Status {i}" for i in range(6)]
+    region = [f"Region {i}" for i in range(33)]
+    tech = [f"Tech {i}" for i in range(10)]
+    sex = ["F", "M"]
+    tasks = ["<PCT>"] + [f"<SPToken{i}>" for i in range(1, 16)]
+    token_set = ["<E>", *genes, *organ, *mct, *cell_type, *age, *status, *region, *tech, *sex, *tasks]
+    assert len(token_set) == LEGACY_VOCAB_SIZE, len(token_set)
+    return {
+        "token_set": token_set,
+        "gene_set": list(genes),
+        "organ": organ,
+        "region": region,
+        "MCT": mct,
+        "cell_type": cell_type,
+        "donor_gender": sex,
+        "age_bin": age,
+        "seq_tech": tech,
+        "sample_status": status,
+    }
+
+
+def legacy_checkpoint(preset: str, seed: int) -> dict:
+    """A random-weight network of ``preset`` (|V| = 2,222) in the original checkpoint format."""
+    import re
+
+    import torch
+
+    from scmulan.hub import LEGACY_KEY_MAP
+    from scmulan.nn import CSentenceTransformer, TransformerConfig
+
+    # the original format has no entity-head bias
+    config = TransformerConfig.from_preset(preset, vocab_size=LEGACY_VOCAB_SIZE, head_bias=False)
+    torch.manual_seed(seed)
+    net = CSentenceTransformer(config)
+    inverse = [
+        (re.compile("^" + re.escape(dst).replace(r"\{i\}", r"(\d+)") + "$"), src.replace("{i}", r"\1"))
+        for src, dst in LEGACY_KEY_MAP.items()
+    ]
+    state = {}
+    for key, tensor in net.state_dict().items():
+        pattern, replacement = next((p, r) for p, r in inverse if p.match(key))
+        state[pattern.sub(replacement, key)] = tensor
+    model_args = {
+        "block_size": 1550,
+        "vocab_size": config.vocab_size,
+        "n_layer": config.n_layer,
+        "n_head": config.n_head,
+        "n_embd": config.n_embd,
+        "dropout": 0.0,
+        "bias": config.bias,
+        "train_mode": "pretrain",
+        "expression_level": 10,
+        "ele": 1,
+    }
+    return {"model": state, "model_args": model_args}
+
+
+def build_inputs(args, preset: str, workdir: Path) -> dict:
+    """Write the checkpoint, the vocabulary and the prepared cells of one preset into ``workdir``."""
+    import anndata as ad
+    import torch
+
+    import scmulan
+
+    meta = find_meta_info(args.meta_info)
+    vocab_source = str(meta) if meta is not None else "synthetic (original layout, 2,222 entities)"
+    if meta is None:
+        genes = [f"GENE{i:04d}" for i in range(2000)]
+        meta = workdir / "meta_info.json"
+        meta.write_text(json.dumps(synthetic_meta_info(genes)))
+    ckpt = workdir / f"ckpt_{preset}.pt"
+    torch.save(legacy_checkpoint(preset, args.seed), ckpt)
+    model = scmulan.SCMULAN.from_legacy_checkpoint(ckpt, meta)
+    h5ad = workdir / "cells.h5ad"
+    if not h5ad.exists():
+        cells = scmulan.datasets.synthetic_atlas(n_cells=args.n_cells, n_genes=2000, seed=args.seed)
+        if args.density < 1.0:  # thin the expressed entries (shorter sentences)
+            X = cells.X.tocsr().copy()
+            keep = np.random.default_rng(args.seed).random(X.nnz) < args.density
+            X.data = np.where(keep, X.data, 0).astype(X.dtype)
+            X.eliminate_zeros()
+            cells.X = X
+        cells.var_names = list(model.vocab.genes)  # position by position onto the model's gene set
+        cells.obs = cells.obs[[]]  # a query: no labels
+        scmulan.pp.prepare(cells, model)
+        cells = ad.AnnData(cells.X, obs=cells.obs[[]], var=cells.var[[]])  # only the log-normalised matrix
+        cells.write_h5ad(h5ad)
+    return {"checkpoint": str(ckpt), "meta_info": str(meta), "cells": str(h5ad), "vocabulary": vocab_source}
+
+
+# ---------------------------------------------------------------------------- the methods
+
+
+def _autocast(device, dtype: str):
+    import torch
+
+    if device.type == "cuda" and dtype == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def baseline_prompts(model, adata) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The original's per-cell prompt: genes > 0 in column order, reversed, binned against linspace(0, max, 11)."""
+    from scipy import sparse
+
+    X = adata.X.tocsr() if sparse.issparse(adata.X) else sparse.csr_matrix(adata.X)
+    index = model.vocab.gene_index()  # symbol -> token id
+    col_token = np.array([index[g] for g in adata.var_names], dtype=np.int64)
+    task = model.vocab.task_id("<annotate>")
+    out = []
+    for i in range(X.shape[0]):
+        row = X.getrow(i)
+        order = np.argsort(col_token[row.indices], kind="stable")  # column order = gene-set order
+        values, tokens = row.data[order][::-1], col_token[row.indices][order][::-1]
+        levels = np.digitize(values, np.linspace(0, values.max(), 11), right=True) if len(values) else values
+        out.append((np.append(tokens, task).astype(np.int64), np.append(levels, 0).astype(np.int64)))
+    return out
+
+
+def run_baseline(model, prompts, device, dtype: str, n_steps: int = 3):
+    """The original ``generate_cellGenesis(top_k=1)`` per cell: full recompute at every step, batch size 1."""
+    import torch
+
+    net = model.module.to(device).eval()
+    end = model.vocab.end_id
+    is_ct = model._cell_type_mask()
+    labels, embedding = [], np.zeros((len(prompts), net.config.n_embd), dtype=np.float32)
+    with torch.inference_mode(), _autocast(device, dtype):
+        for c, (ids_np, lv_np) in enumerate(prompts):
+            ids = torch.as_tensor(ids_np, device=device)[None]
+            levels = torch.as_tensor(lv_np, device=device)[None]
+            max_len = ids.shape[1] + n_steps
+            while True:
+                hidden = net(ids, levels)
+                logits, values = net.heads(hidden[:, -1])
+                logits, values = logits.float(), values.float()
+                logits[:, ids[0, :-1]] = float("-inf")  # every entity in the sequence except the most recent
+                top = torch.topk(logits, 1).values[:, -1:]
+                logits[logits < top] = float("-inf")
+                probs = torch.softmax(logits, dim=-1)
+                nxt = torch.multinomial(probs, 1)
+                lvl = values.gather(1, nxt).round().clamp(0, 10).long()
+                ids, levels = torch.cat([ids, nxt], 1), torch.cat([levels, lvl], 1)
+                if int(nxt) == end or ids.shape[1] >= max_len:
+                    break
+            seq = ids[0].tolist()
+            fine = seq[-2]
+            labels.append(model.vocab.token(fine)[1] if is_ct[fine] else "Unclassified")
+            embedding[c] = hidden[0, -2].float().cpu().numpy()
+    return np.array(labels, dtype=object), embedding
+
+
+def run_method(name: str, model, adata, prompts, args, device):
+    """One timed call; returns (labels, embedding)."""
+    if name == "baseline":
+        return run_baseline(model, prompts, device, args.dtype)
+    labels, embedding = model.annotate(
+        adata,
+        legacy=name == "ours_legacy",
+        batch_size=args.batch_size,
+        device=device,
+        return_embedding=True,
+        progress=False,
+    )
+    return labels["fine"].astype(str).to_numpy(), embedding
+
+
+@contextlib.contextmanager
+def precision(device, dtype: str):
+    """``--dtype fp32`` on CUDA: switch off the package's bf16 autocast (it is a no-op on CPU anyway)."""
+    if device.type == "cuda" and dtype == "fp32":
+        from scmulan.model import _inference
+
+        original = _inference.autocast
+        _inference.autocast = lambda device, mixed_precision=True: contextlib.nullcontext()
+        try:
+            yield
+        finally:
+            _inference.autocast = original
+    else:
+        yield
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def load(inputs: dict, args, n_cells: int):
+    import anndata as ad
+
+    import scmulan
+
+    model = scmulan.SCMULAN.from_legacy_checkpoint(inputs["checkpoint"], inputs["meta_info"])
+    adata = ad.read_h5ad(inputs["cells"])[:n_cells].copy()
+    return model, adata
+
+
+# ---------------------------------------------------------------------------- FLOPs and the matmul peak
+
+
+def model_flops(config, prompt_lengths: np.ndarray, n_steps: int = 3) -> float:
+    """Useful FLOPs of greedy annotation: matmuls 2 * 12 d^2 per token and layer, causal attention 2 d L^2 per layer
+    (QK^T and AV over the lower triangle), both heads at the last position of every step (2 * 2 V d)."""
+    d, n_layer, V = config.n_embd, config.n_layer, config.vocab_size
+    total_len = prompt_lengths + n_steps - 1  # positions that go through the blocks
+    matmul = 2 * 12 * d * d * n_layer * total_len.sum()
+    attention = 2 * d * n_layer * (total_len.astype(np.float64) ** 2).sum()
+    heads = 2 * 2 * V * d * n_steps * len(prompt_lengths)
+    return float(matmul + attention + heads)
+
+
+def matmul_peak(device, dtype: str, n: int | None = None, seconds: float = 2.0) -> float:
+    """Measured FLOP/s of a big square ``torch.matmul`` in ``dtype`` (the best of a timed loop)."""
+    import torch
+
+    torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+    n = n or (8192 if device.type == "cuda" else 1024)
+    a = torch.randn(n, n, device=device, dtype=torch_dtype)
+    b = torch.randn(n, n, device=device, dtype=torch_dtype)
+    for _ in range(3):
+        torch.matmul(a, b)
+    _sync(device)
+    best, start = 0.0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        for _ in range(10):
+            torch.matmul(a, b)
+        _sync(device)
+        best = max(best, 10 * 2 * n**3 / (time.perf_counter() - t0))
+    return best
+
+
+# ---------------------------------------------------------------------------- one preset
+
+
+def child_memory(method: str, inputs: dict, args, n_cells: int) -> dict:
+    """Run in a subprocess: set up, warm up, reset the peak, run ``method`` once, report the peak growth."""
+    import torch
+
+    from scmulan._device import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    model, adata = load(inputs, args, n_cells)
+    prompts = baseline_prompts(model, adata) if method == "baseline" else None
+    with precision(device, args.dtype):
+        run_method(method, model, adata[:8].copy(), prompts[:8] if prompts else None, args, device)  # warm-up
+        _sync(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        before_cuda = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+        exact = _reset_peak_rss()
+        rss0 = _status_mb("VmRSS") if exact else _peak_rss_mb()
+        run_method(method, model, adata, prompts, args, device)
+        _sync(device)
+    out = {"peak_rss_growth_mb": max(0.0, _peak_rss_mb() - rss0), "rss_before_mb": rss0, "peak_reset": exact}
+    if device.type == "cuda":
+        out["peak_cuda_growth_mb"] = (torch.cuda.max_memory_allocated(device) - before_cuda) / 2**20
+    return out
+
+
+def _memory_in_subprocess(method: str, inputs: dict, args, n_cells: int) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        method,
+        "--child-inputs",
+        json.dumps(inputs),
+        "--child-n-cells",
+        str(n_cells),
+        "--batch-size",
+        str(args.batch_size),
+        "--device",
+        args.device,
+        "--dtype",
+        args.dtype,
+        "--threads",
+        str(args.threads or 0),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_preset(args, preset: str, workdir: Path, peak_flops: float) -> dict:
+    import torch
+
+    from scmulan._device import resolve_device
+
+    device = resolve_device(args.device)
+    inputs = build_inputs(args, preset, workdir)
+    model, adata = load(inputs, args, args.n_cells)
+    n_base = min(args.baseline_cells or args.n_cells, args.n_cells)
+    prompts = baseline_prompts(model, adata)
+    lengths = np.array([len(p[0]) for p in prompts])
+    results, outputs = {}, {}
+    with precision(device, args.dtype):
+        for name in METHODS:  # warm-up (first-call costs: allocator, kernels, lazy imports)
+            run_method(name, model, adata[:8].copy(), prompts[:8], args, device)
+        for name in METHODS:
+            cells = adata if name != "baseline" else adata[:n_base].copy()
+            best = float("inf")
+            for _ in range(max(1, args.repeats)):
+                _sync(device)
+                t0 = time.perf_counter()
+                outputs[name] = run_method(name, model, cells, prompts[: cells.n_obs], args, device)
+                _sync(device)
+                best = min(best, time.perf_counter() - t0)
+            n = cells.n_obs
+            steps = 3 if name != "ours_constrained" else max(2, len(model.annotation_fields))
+            tokens = lengths[:n].sum() + steps * n  # prompt tokens + decoded tokens
+            flops = model_flops(model.module.config, lengths[:n], steps)
+            results[name] = {
+                "n_cells": int(n),
+                "seconds": best,
+                "cells_per_s": n / best,
+                "tokens_per_s": float(tokens / best),
+                "model_tflops_per_s": flops / best / 1e12,
+                "fraction_of_matmul_peak": flops / best / peak_flops,
+            }
+    # the baseline is the original algorithm: it must agree with the legacy mode on the cells it ran
+    ours_labels, ours_emb = outputs["ours_legacy"]
+    base_labels, base_emb = outputs["baseline"]
+    agreement = {
+        "labels_equal_fraction": float(np.mean(ours_labels[:n_base] == base_labels)),
+        "embedding_max_abs_diff": float(np.abs(ours_emb[:n_base] - base_emb).max()),
+    }
+    if not args.no_memory:
+        for name in METHODS:
+            n = n_base if name == "baseline" else args.n_cells
+            results[name].update(_memory_in_subprocess(name, inputs, args, n))
+    for name in ("ours_constrained", "ours_legacy"):
+        results[name]["speedup_vs_baseline"] = results[name]["cells_per_s"] / results["baseline"]["cells_per_s"]
+    n_params = model.module.num_parameters()
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return {
+        "preset": preset,
+        "n_params": int(n_params),
+        "vocabulary": inputs["vocabulary"],
+        "mean_prompt_length": float(lengths.mean()),
+        "prompt_length_range": [int(lengths.min()), int(lengths.max())],
+        "baseline_agreement": agreement,
+        "methods": results,
+    }
+
+
+def _table(report: dict) -> str:
+    head = (
+        f"{'preset':<11} {'method':<17} {'cells':>6} {'cells/s':>9} {'tokens/s':>10} {'x base':>7} "
+        f"{'%peak':>6} {'peak RSS +MB':>12}"
+    )
+    lines = [head, "-" * len(head)]
+    for run in report["runs"]:
+        for name, r in run["methods"].items():
+            mem = r.get("peak_rss_growth_mb")
+            if r.get("peak_cuda_growth_mb") is not None:
+                mem_s = f"{mem:.0f} (+{r['peak_cuda_growth_mb']:.0f} GPU)"
+            else:
+                mem_s = f"{mem:.1f}" if mem is not None else r.get("error", "-")[:12]
+            lines.append(
+                f"{run['preset']:<11} {name:<17} {r['n_cells']:>6} {r['cells_per_s']:>9.1f} {r['tokens_per_s']:>10.0f} "
+                f"{r.get('speedup_vs_baseline', 1.0):>7.1f} {100 * r['fraction_of_matmul_peak']:>6.2f} {mem_s:>12}"
+            )
+        a = run["baseline_agreement"]
+        lines.append(
+            f"{'':<11} mean prompt length {run['mean_prompt_length']:.0f} (range {run['prompt_length_range']}); "
+            f"baseline vs legacy: labels equal {100 * a['labels_equal_fraction']:.0f}%, "
+            f"embedding max |diff| {a['embedding_max_abs_diff']:.1e}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", nargs="+", default=["tiny", "small"], help="network sizes (tiny small base scmulan-v1)")
+    p.add_argument("--n-cells", type=int, default=256, help="cells annotated by every method")
+    p.add_argument("--baseline-cells", type=int, default=None, help="run the baseline on the first N cells only")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--density", type=float, default=1.0, help="keep this fraction of expressed entries")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16: CUDA autocast")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--repeats", type=int, default=2, help="timed calls per method; the fastest is reported")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--meta-info",
+        type=Path,
+        default=None,
+        help="the original meta_info.pt (default: searched; 'synthetic': a synthetic one)",
+    )
+    p.add_argument("--no-memory", action="store_true", help="skip the per-method memory subprocesses")
+    p.add_argument("--out", type=Path, default=HERE / "results" / "annotation_throughput.json")
+    p.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
+    p.add_argument("--child-inputs", help=argparse.SUPPRESS)
+    p.add_argument("--child-n-cells", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.threads == 0:
+        args.threads = None
+
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*of the model's 2000 genes")
+    import torch
+
+    if args.child:
+        print(json.dumps(child_memory(args.child, json.loads(args.child_inputs), args, args.child_n_cells)))
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from scmulan._device import resolve_device
+
+    device = resolve_device(args.device)
+    if args.dtype == "bf16" and device.type != "cuda":
+        p.error("--dtype bf16 needs a CUDA device (scmulan runs fp32 on CPU)")
+    peak = matmul_peak(device, args.dtype)
+    with tempfile.TemporaryDirectory(prefix="scmulan_bench_") as tmp:
+        runs = [bench_preset(args, preset, Path(tmp), peak) for preset in args.preset]
+    report = {
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        },
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("child")},
+        "matmul_peak_tflops": peak / 1e12,
+        "memory": "peak RSS growth over the call (VmHWM - VmRSS after resetting the peak), one subprocess per method",
+        "runs": runs,
+    }
+    print(
+        f"device {report['machine']['device']}, torch threads {report['machine']['torch_threads']}, "
+        f"measured {args.dtype} matmul peak {peak / 1e12:.3f} TFLOP/s"
+    )
+    print(_table(report))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()
