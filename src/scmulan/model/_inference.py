@@ -123,7 +123,7 @@ def decode_cells(
             sentences = prompts(task_id, len(rows), genes=genes, context=context)
             n_genes[rows] = genes.lengths
             for b in length_batches(sentences.lengths, batch_size):
-                batch = pad(sentences, b, pad_id=vocab.pad_id, side="left")
+                batch = pad(sentences, b, pad_id=vocab.pad_id, side="right")
                 ids, lv, mask = (batch[k].to(device) for k in ("ids", "levels", "attention_mask"))
                 with autocast(device, mixed_precision=mixed_precision):
                     out = greedy_decode(
@@ -138,6 +138,7 @@ def decode_cells(
                         stop_at_end=stop_at_end,
                         end_id=vocab.end_id,
                         pool_mask=(lv > 0) if pool else None,
+                        padding="right",
                     )
                 r = rows[b]
                 tokens[r] = out.tokens.cpu().numpy()
@@ -149,8 +150,10 @@ def decode_cells(
                     embedding[r] = hidden[:, 2].cpu().numpy()
                 if pooled is not None:
                     pooled[r] = out.pooled.float().cpu().numpy()
-                k = min(3, ids.shape[1])
-                tail[r, 3 - k :] = torch.where(mask[:, -k:], ids[:, -k:], -1).cpu().numpy()
+                # the last three prompt tokens of each row (-1 before the start of short prompts)
+                pos = batch["lengths"].to(device)[:, None] - 3 + torch.arange(3, device=device)[None, :]
+                window = ids.gather(1, pos.clamp(min=0))
+                tail[r] = torch.where(pos >= 0, window, -1).cpu().numpy()
             bar.update(len(rows))
     if max_genes is not None:
         warn_truncated(n_truncated, n, max_genes)
@@ -211,7 +214,7 @@ def generate_cells(
     with tqdm(total=n, desc="generating", unit="cells", disable=not progress) as bar:
         for start in range(0, n, batch_size):
             b = np.arange(start, min(start + batch_size, n))
-            batch = pad(sentences, b, pad_id=vocab.pad_id, side="left")
+            batch = pad(sentences, b, pad_id=vocab.pad_id, side="right")
             ids, lv, mask = (batch[k].to(device) for k in ("ids", "levels", "attention_mask"))
             with autocast(device, mixed_precision=mixed_precision):
                 out = sample_decode(
@@ -228,6 +231,7 @@ def generate_cells(
                     generator=generator,
                     ban_seen="all_but_last" if legacy else "all",
                     level_range=(0, 10) if legacy else (1, 10),
+                    padding="right",
                 )
             tok, lvl = out.tokens.cpu().numpy(), out.levels.cpu().numpy()
             keep = (tok >= 0) & (tok != vocab.end_id)

@@ -305,13 +305,7 @@ class SCMULAN(TrainingMixin, InferenceMixin, BaseModelClass):
         if context:
             obs_keys = {f: k for f, k in self.obs_keys_.items() if f not in exclude and k in adata.obs}
         source = CellSource(adata, self.vocab, obs_keys=obs_keys, layer=layer, gene_symbols=self.gene_symbols_key_)
-        if not (source.col_token >= 0).any():
-            msg = (
-                "The AnnData shares no gene with the model's vocabulary "
-                f"(e.g. model genes {self.vocab.genes[:3]}, data genes {list(adata.var_names[:3])}). "
-                "Run `scmulan.pp.prepare(adata, model)` to match gene names, or pass the right `gene_symbols`."
-            )
-            raise ValueError(msg)
+        logger.debug("query shares %d of the model's %d genes", source.n_model_genes, len(self.vocab.genes))
         return source
 
     # ---------------------------------------------------------------------------------------------- save / load
@@ -413,7 +407,12 @@ class SCMULAN(TrainingMixin, InferenceMixin, BaseModelClass):
 
     def _attach(self, adata: AnnData) -> None:
         """Attach (and if needed register) an AnnData with the saved setup."""
-        manager = self._get_most_recent_anndata_manager(adata, required=False)
+        try:
+            manager = self._get_most_recent_anndata_manager(adata, required=False)
+        except ValueError:  # a copy of registered data (e.g. the saved adata.h5ad): register it afresh
+            for key in ("_scvi_uuid", "_scvi_manager_uuid"):
+                adata.uns.pop(key, None)
+            manager = None
         if manager is None:
             setup = self.registry_.get("setup_args") or {}
             type(self).setup_anndata(adata, **setup)

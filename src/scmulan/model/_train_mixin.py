@@ -288,11 +288,7 @@ class TrainingMixin:
                 self.debin_table_ = np.concatenate([self.debin_table_, pad])
             self.vocab = vocab
         source = CellSource(adata, self.vocab, gene_symbols=registry["setup_args"].get("gene_symbols_key"))
-        overlap = int((source.col_token >= 0).sum())
-        logger.info("fine-tuning data share %d of the model's %d genes", overlap, len(self.vocab.genes))
-        if overlap == 0:
-            msg = "The fine-tuning data share no gene with the model; run `scmulan.pp.prepare(adata, model)`."
-            raise ValueError(msg)
+        logger.info("fine-tuning data share %d of the model's %d genes", source.n_model_genes, len(self.vocab.genes))
         self._adata, self._adata_manager = adata, manager
         self._register_manager_for_instance(manager)
         self.registry_ = registry

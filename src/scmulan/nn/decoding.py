@@ -67,6 +67,7 @@ def greedy_decode(
     end_id: int = 0,
     return_logits: bool = False,
     pool_mask: Tensor | None = None,
+    padding: Literal["left", "right"] = "left",
 ) -> GreedyOutput:
     """Greedy decoding of ``n_steps`` tokens for a left-padded batch of prompts.
 
@@ -75,7 +76,7 @@ def greedy_decode(
     net
         The transformer.
     ids, levels, attention_mask
-        Left-padded prompts ``(B, T)``; ``attention_mask`` True for real tokens (``None``: no padding).
+        Padded prompts ``(B, T)``; ``attention_mask`` True for real tokens (``None``: no padding).
     n_steps
         Number of tokens to decode.
     allowed
@@ -95,6 +96,9 @@ def greedy_decode(
         Also return the raw head outputs of every step.
     pool_mask
         ``(B, T)`` prompt positions to average the final hidden state over (e.g. the gene positions).
+    padding
+        ``"right"`` (real tokens first) lets the prompt pass run plain causal attention (see
+        :meth:`CSentenceTransformer.forward`); ``"left"`` uses an explicit mask.
     """
     B, T = ids.shape
     V = net.config.vocab_size
@@ -103,21 +107,21 @@ def greedy_decode(
     if attention_mask is None:
         attention_mask = torch.ones(B, T, dtype=torch.bool, device=device)
     cache = net.new_cache()
-    hidden = net(ids, levels, attention_mask, cache)  # (B, T, C)
+    hidden = net(ids, levels, attention_mask, cache, padding=padding)  # (B, T, C)
+    end = _last_positions(attention_mask, padding)  # (B,): position of each prompt's last real token
     pooled = None
     if pool_mask is not None:
         weights = (pool_mask & attention_mask).to(hidden.dtype)[..., None]  # (B, T, 1)
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
-    tail = hidden[:, -2:] if T >= 2 else torch.cat([hidden[:, -1:], hidden[:, -1:]], dim=1)
-    states = [tail[:, 0], tail[:, 1]]
-    last = hidden[:, -1]
+    states = [hidden[rows, (end - 1).clamp(min=0)], hidden[rows, end]]  # the last two prompt positions
+    last = hidden[rows, end]
 
     counts = None
     if ban_prompt == "all_but_last":
         # How often each entity occurs in the sequence; the last position's entity is exempt once.
         counts = torch.zeros(B, V, dtype=torch.int32, device=device)
         counts.scatter_add_(1, ids, attention_mask.to(torch.int32))
-        last_tok = ids[:, -1]
+        last_tok = ids[rows, end]
     static_ban = banned.to(device) if banned is not None else torch.zeros(V, dtype=torch.bool, device=device)
 
     tokens, out_levels, probs, logits_log, values_log = [], [], [], [], []
@@ -165,6 +169,16 @@ def greedy_decode(
     )
 
 
+def _last_positions(attention_mask: Tensor, padding: str) -> Tensor:
+    """Position of each row's last real token."""
+    if padding == "left":
+        return torch.full((attention_mask.shape[0],), attention_mask.shape[1] - 1, device=attention_mask.device)
+    if padding != "right":
+        msg = f"`padding` must be 'left' or 'right', got {padding!r}."
+        raise ValueError(msg)
+    return attention_mask.sum(1) - 1
+
+
 @dataclass
 class SampleOutput:
     """Result of :func:`sample_decode`: ragged new tokens per prompt.
@@ -202,6 +216,7 @@ def sample_decode(
     ban_seen: Literal["all", "all_but_last"] = "all",
     level_range: tuple[int, int] = (1, 10),
     compact_fraction: float = 0.125,
+    padding: Literal["left", "right"] = "left",
 ) -> SampleOutput:
     """Sample continuations of a left-padded batch of prompts (conditional cell generation).
 
@@ -234,6 +249,8 @@ def sample_decode(
         Clip range of generated values.
     compact_fraction
         Fraction of finished rows that triggers dropping them from the batch.
+    padding
+        Side of the prompts' padding (see :func:`greedy_decode`).
     """
     if temperature <= 0:
         msg = f"`temperature` must be > 0, got {temperature}."
@@ -251,10 +268,12 @@ def sample_decode(
         return SampleOutput(out_tokens, out_levels, lengths, ended)
 
     cache = net.new_cache()
-    last = net(ids, levels, attention_mask, cache)[:, -1]  # (B, C)
+    end = _last_positions(attention_mask, padding)
+    rows = torch.arange(B, device=device)
+    last = net(ids, levels, attention_mask, cache, padding=padding)[rows, end]  # (B, C)
     counts = torch.zeros(B, V, dtype=torch.int32, device=device)
     counts.scatter_add_(1, ids, attention_mask.to(torch.int32))
-    last_tok = ids[:, -1]
+    last_tok = ids[rows, end]
     not_candidate = (
         ~candidates.to(device) if candidates is not None else torch.zeros(V, dtype=torch.bool, device=device)
     )

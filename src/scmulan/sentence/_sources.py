@@ -128,7 +128,12 @@ class CellSource:
             self._col_token = gene_token_ids(self._adata, self.vocab, gene_symbols=self.gene_symbols)
             self._metadata = encode_metadata(self._adata.obs, self.vocab, self.obs_keys)
             if not (self._col_token >= 0).any():
-                msg = f"{self.path or 'The AnnData'} shares no gene with the model's vocabulary."
+                names = list(self._adata.var_names[:3])
+                msg = (
+                    f"{self.path or 'The AnnData'} shares no gene with the model's vocabulary (e.g. model genes "
+                    f"{self.vocab.genes[:3]}, data genes {names}). Run `scmulan.pp.prepare(adata, model)` to match "
+                    "gene names (symbols, Ensembl IDs, aliases), or pass the `var` column that holds the symbols."
+                )
                 raise ValueError(msg)
         return self._adata
 
@@ -143,6 +148,11 @@ class CellSource:
         """Token id of every column (``-1``: not a model gene)."""
         self._open()
         return self._col_token
+
+    @property
+    def n_model_genes(self) -> int:
+        """How many model genes the data have (raises, naming the fix, when there are none)."""
+        return int((self.col_token >= 0).sum())
 
     @property
     def metadata(self) -> np.ndarray:

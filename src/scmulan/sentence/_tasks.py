@@ -105,8 +105,10 @@ def sample_tasks(spec: TaskSpec, n_genes: np.ndarray, metadata: np.ndarray, rng:
     w = can * np.asarray(spec.weights, dtype=np.float64)[None]
     total = w.sum(1)
     u = rng.random(len(n_genes)) * total
-    task = (np.cumsum(w, axis=1) <= u[:, None]).sum(1)
-    return np.where(total > 0, np.minimum(task, len(TASKS) - 1), -1)
+    chosen = (np.cumsum(w, axis=1) > u[:, None]) & (w > 0)  # the first task whose cumulative weight passes u
+    last_possible = len(TASKS) - 1 - np.argmax((w > 0)[:, ::-1], axis=1)  # u rounded up to the total
+    task = np.where(chosen.any(1), chosen.argmax(1), last_possible)
+    return np.where(total > 0, task, -1)
 
 
 def training_sentences(

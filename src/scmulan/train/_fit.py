@@ -170,7 +170,7 @@ def fit(
     ckpt_path = str(last) if resume and last.exists() else None
     if ckpt_path:
         logger.info("resuming from %s", ckpt_path)
-    # Checkpoints hold plain tensors and containers only; they are ours, so Lightning may read them in full.
+    plan.train()  # inference leaves the network in eval mode; Lightning keeps whatever mode it finds
     trainer.fit(plan, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
     history = history_from_csv(csv.log_dir)
     if tmp is not None:

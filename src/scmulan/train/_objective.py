@@ -7,6 +7,12 @@ sentence (an unordered set), or the one next label of an ordered label segment (
 ``<E>``). The value head regresses, at the same positions, the levels of the remaining genes (mean squared error on
 the gene entries of the target set only).
 
+By default each position's positive terms are averaged (``positives="mean"``): a generation position with ``R``
+remaining genes would otherwise weigh ``R`` times an annotation position, and the generation task (hundreds of
+remaining genes) would drown annotation and metadata prediction. Weighting the positives by ``1 / R`` shifts the
+optimal log-odds of every candidate at that position by the same ``-log R``, so the softmax over candidates used
+for sampling is unchanged. ``positives="sum"`` is the original's plain multi-hot BCE.
+
 The multi-hot target is never materialised as a ``(B, T, V)`` tensor: with ``BCE(x, y) = softplus(x) - x * y``, the
 sum over the vocabulary is ``sum_v softplus(x_v)`` minus the logits gathered at the target entities, and the
 target entities at ``t`` are the later positions ``s > t`` of the same group, so a ``(B, T, T)`` gather serves.
@@ -85,6 +91,7 @@ def set_objective(
     *,
     entity_weight: float = 1.0,
     value_weight: float = 1.0,
+    positives: str = "mean",
 ) -> ObjectiveOutput:
     """The multi-hot set objective for a right-padded batch.
 
@@ -98,14 +105,26 @@ def set_objective(
         Target groups ``(B, T)`` (see :mod:`scmulan.sentence`).
     entity_weight, value_weight
         Weights of the two terms.
+    positives
+        ``"mean"``: average the positive (target) terms of each position; ``"sum"``: the plain multi-hot BCE.
     """
+    if positives not in ("mean", "sum"):
+        msg = f"`positives` must be 'mean' or 'sum', got {positives!r}."
+        raise ValueError(msg)
     logits = entity_logits[:, :-1].float()  # (B, T-1, V): position t predicts the set after it
     vals = values[:, :-1].float()
     positions, targets = remaining_set_mask(groups)
     B, Tm1, _ = logits.shape
     index = ids[:, None, :].expand(B, Tm1, ids.shape[1])  # (B, T-1, T): entity at every position s
     target_logits = logits.gather(2, index)  # (B, T-1, T)
-    bce = F.softplus(logits).sum(-1) - (target_logits * targets).sum(-1)  # (B, T-1): BCE summed over V
+    # BCE(x, y) is softplus(x) for a negative and softplus(-x) for a positive: count every entity as a negative,
+    # remove the targets from that sum, and add their positive terms (weighted 1/R with positives="mean").
+    n_targets = targets.sum(-1)  # (B, T-1): R, the size of each position's target set
+    as_negative = (F.softplus(target_logits) * targets).sum(-1)
+    as_positive = (F.softplus(-target_logits) * targets).sum(-1)
+    if positives == "mean":
+        as_positive = as_positive / n_targets.clamp(min=1)
+    bce = F.softplus(logits).sum(-1) - as_negative + as_positive  # (B, T-1)
     n_pos = positions.sum(1)
     has_pos = n_pos > 0
     per_entity = (bce * positions).sum(1) / n_pos.clamp(min=1)

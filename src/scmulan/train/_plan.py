@@ -61,6 +61,10 @@ class CSentenceTrainingPlan(pl.LightningModule):
         Weight of the entity loss (BCE summed over the vocabulary, averaged over target positions and sentences).
     value_weight
         Weight of the value loss (MSE of the remaining genes' levels 1..10).
+    positives
+        ``"mean"`` (default): each position's target entities share one unit of positive weight, so a generation
+        position with hundreds of remaining genes weighs as much as an annotation position; ``"sum"``: the
+        original's plain multi-hot BCE (see :func:`~scmulan.train.set_objective`).
     freeze_trunk
         Train only the embeddings and the heads (fine-tuning on little data); the blocks and final norm stay fixed.
 
@@ -86,13 +90,14 @@ class CSentenceTrainingPlan(pl.LightningModule):
         min_lr_ratio: float = 0.1,
         entity_weight: float = 1.0,
         value_weight: float = 1.0,
+        positives: str = "mean",
         freeze_trunk: bool = False,
     ) -> None:
         super().__init__()
         self.net = net
         self.lr, self.weight_decay, self.betas = lr, weight_decay, tuple(betas)
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
-        self.entity_weight, self.value_weight = entity_weight, value_weight
+        self.entity_weight, self.value_weight, self.positives = entity_weight, value_weight, positives
         self.freeze_trunk = freeze_trunk
         if freeze_trunk:
             for module in (*net.blocks, net.ln_f):
@@ -111,6 +116,7 @@ class CSentenceTrainingPlan(pl.LightningModule):
             batch["groups"],
             entity_weight=self.entity_weight,
             value_weight=self.value_weight,
+            positives=self.positives,
         )
         if not torch.isfinite(out.loss):
             where = f" The last good checkpoint is {self._last_good_checkpoint}." if self._last_good_checkpoint else ""
@@ -120,17 +126,22 @@ class CSentenceTrainingPlan(pl.LightningModule):
             )
             raise NonFiniteLossError(msg)
         B = batch["ids"].shape[0]
-        sync = stage != "train"
-        self.log(f"{stage}_loss", out.loss, batch_size=B, prog_bar=True, sync_dist=sync)
-        self.log(f"{stage}_entity_loss", out.entity, batch_size=B, sync_dist=sync)
-        self.log(f"{stage}_value_loss", out.value, batch_size=B, sync_dist=sync)
+        # Epoch averages under plain names (history_["train_loss"] exists after any run, however short), plus the
+        # step-level training loss for learning curves.
+        epoch = {"on_step": False, "on_epoch": True, "batch_size": B}
+        self.log(f"{stage}_loss", out.loss, prog_bar=True, sync_dist=True, **epoch)
+        self.log(f"{stage}_entity_loss", out.entity, sync_dist=True, **epoch)
+        self.log(f"{stage}_value_loss", out.value, sync_dist=True, **epoch)
+        if stage == "train":
+            self.log("train_loss_step", out.loss, on_step=True, on_epoch=False, batch_size=B)
         tasks = batch["task"]
         for k, name in enumerate(TASKS):
             sel = tasks == k
             n = int(sel.sum())
             if n:  # per-task terms are per process (no sync): ranks may see different task mixes
-                self.log(f"{stage}_entity_loss_{name}", out.per_sentence_entity[sel].nanmean(), batch_size=n)
-                self.log(f"{stage}_accuracy_{name}", out.hits[sel].nanmean(), batch_size=n)
+                per_task = {"on_step": False, "on_epoch": True, "batch_size": n}
+                self.log(f"{stage}_entity_loss_{name}", out.per_sentence_entity[sel].nanmean(), **per_task)
+                self.log(f"{stage}_accuracy_{name}", out.hits[sel].nanmean(), **per_task)
         return out.loss
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -155,6 +166,10 @@ class CSentenceTrainingPlan(pl.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        """Put the network in training mode (dropout on): it may come from inference, which leaves it in eval mode."""
+        self.net.train()
 
     # -- resumable data position --------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:

@@ -1,0 +1,111 @@
+"""Conditional generation: seeding, gene prompts, the output AnnData, and bad conditions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+@pytest.fixture(scope="module")
+def condition(trained) -> dict[str, str]:
+    return {"organ": trained.vocab.categories("organ")[1], "cell_type": trained.vocab.categories("cell_type")[2]}
+
+
+@pytest.fixture(scope="module")
+def generated(trained, condition):
+    return trained.generate(condition, n_cells=8, seed=5, progress=False)
+
+
+def test_the_same_seed_gives_the_same_cells(trained, condition, generated):
+    again = trained.generate(condition, n_cells=8, seed=5, progress=False)
+    assert (again.X != generated.X).nnz == 0
+    assert (again.layers["levels"] != generated.layers["levels"]).nnz == 0
+    pd.testing.assert_frame_equal(again.obs, generated.obs)
+
+
+def test_another_seed_gives_other_cells(trained, condition, generated):
+    other = trained.generate(condition, n_cells=8, seed=6, progress=False)
+    assert (other.layers["levels"] != generated.layers["levels"]).nnz > 0
+
+
+def test_cells_list_each_gene_at_most_once_with_a_level(trained, generated):
+    levels = generated.layers["levels"].tocsr()
+    nnz = np.diff(levels.indptr)
+    assert np.array_equal(generated.obs["n_genes"].to_numpy(), nnz)
+    assert (nnz <= len(trained.vocab.genes)).all()
+    assert (nnz > 0).all()
+    # a gene emitted twice would show up as a summed level (or a summed value)
+    assert np.isin(levels.data, np.arange(1, 11)).all()
+    assert list(generated.var_names) == trained.vocab.genes
+
+
+def test_obs_holds_the_conditions(trained, condition, generated):
+    assert generated.n_obs == 8
+    for field, category in condition.items():
+        assert isinstance(generated.obs[field].dtype, pd.CategoricalDtype)
+        assert (generated.obs[field] == category).all()
+    assert generated.obs["ended"].dtype == bool
+
+
+def test_one_condition_per_list_position(trained):
+    organs = trained.vocab.categories("organ")[:2]
+    out = trained.generate({"organ": organs}, n_cells=3, seed=0, progress=False)
+    assert list(out.obs["organ"]) == [organs[0]] * 3 + [organs[1]] * 3
+
+
+def test_x_is_on_the_scale_of_the_training_data(trained, reference, generated):
+    X = generated.X.tocsr()
+    assert X.data.min() >= 0
+    assert X.data.max() <= reference.X.max() + 1e-6
+    # expressed genes get a positive value exactly where a level was generated
+    levels = generated.layers["levels"].tocsr()
+    assert np.array_equal(X.indptr, levels.indptr)
+    assert np.array_equal(X.indices, levels.indices)
+    assert generated.uns["scmulan_generate"]["params"]["seed"] == 5
+
+
+def test_a_gene_prompt_fixes_the_gene_level_in_every_cell(trained, condition):
+    gene = trained.vocab.genes[3]
+    out = trained.generate(condition, n_cells=6, seed=2, gene_prompts={gene: 7}, progress=False)
+    column = out.layers["levels"][:, out.var_names.get_loc(gene)].toarray().ravel()
+    assert np.array_equal(column, np.full(6, 7.0))
+    assert np.array_equal(out.obs["n_genes"].to_numpy(), np.diff(out.layers["levels"].tocsr().indptr))
+
+
+def test_level_zero_forbids_a_gene(trained, condition):
+    free = trained.generate(condition, n_cells=6, seed=3, progress=False)
+    counts = np.asarray((free.layers["levels"] > 0).sum(0)).ravel()
+    gene = free.var_names[int(counts.argmax())]
+    assert counts.max() > 0  # the gene is generated when allowed
+    banned = trained.generate(condition, n_cells=6, seed=3, gene_prompts={gene: 0}, progress=False)
+    assert banned.layers["levels"][:, banned.var_names.get_loc(gene)].nnz == 0
+
+
+@pytest.mark.parametrize(
+    ("prompts", "match"),
+    [({"NOT_A_GENE": 3}, "not model genes"), ("level_11", "levels must be integers 0..10")],
+)
+def test_bad_gene_prompts_are_refused(trained, condition, prompts, match):
+    if prompts == "level_11":
+        prompts = {trained.vocab.genes[0]: 11}
+    with pytest.raises(ValueError, match=match):
+        trained.generate(condition, n_cells=1, gene_prompts=prompts, progress=False)
+
+
+def test_an_unknown_category_lists_the_valid_ones(trained):
+    with pytest.raises(ValueError, match="Unknown 'organ' categories") as info:
+        trained.generate({"organ": "Moon"}, n_cells=1, progress=False)
+    for organ in trained.vocab.categories("organ"):
+        assert organ in str(info.value)
+
+
+def test_an_unknown_field_is_refused(trained):
+    with pytest.raises(ValueError, match="Unknown condition field 'planet'"):
+        trained.generate({"planet": "Mars"}, n_cells=1, progress=False)
+
+
+@pytest.mark.parametrize("n_cells", [0, -2])
+def test_n_cells_must_be_positive(trained, condition, n_cells):
+    with pytest.raises(ValueError, match="`n_cells` must be >= 1"):
+        trained.generate(condition, n_cells=n_cells, progress=False)

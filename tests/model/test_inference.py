@@ -1,0 +1,119 @@
+"""Inference through the model: a cell's outputs do not depend on the other cells of its batch, nor on padding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def full(trained, query):
+    """Annotation of all 300 query cells, in batches of 64 (cells of different lengths share a padded batch)."""
+    return trained.annotate(query, return_embedding=True, progress=False)
+
+
+def _assert_same_annotation(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    assert list(a.index) == list(b.index)
+    for column in ("coarse", "fine"):
+        assert list(a[column].astype(str)) == list(b[column].astype(str)), column
+    for column in ("confidence", "coarse_confidence", "fine_confidence"):
+        np.testing.assert_allclose(a[column], b[column], atol=ATOL, rtol=0)
+    assert np.array_equal(a["n_genes"], b["n_genes"])
+
+
+def test_annotation_frame(trained, query, full):
+    labels, embedding = full
+    assert list(labels.index) == list(query.obs_names)
+    assert set(labels["coarse"].cat.categories) <= set(trained.vocab.categories("coarse_cell_type"))
+    assert set(labels["fine"].cat.categories) <= set(trained.vocab.categories("cell_type"))
+    assert labels["confidence"].between(0, 1).all()
+    np.testing.assert_allclose(labels["confidence"], labels["coarse_confidence"] * labels["fine_confidence"], rtol=1e-5)
+    expressed = np.diff(query.X.tocsr().indptr)  # every atlas gene is a model gene
+    assert np.array_equal(labels["n_genes"], expressed)
+    assert embedding.shape == (query.n_obs, trained.config.n_embd)
+    assert embedding.dtype == np.float32
+
+
+def test_a_subset_gives_the_same_outputs_as_within_the_full_data(trained, query, full):
+    labels, embedding = full
+    rows = np.arange(query.n_obs)[::7][::-1]  # every 7th cell, in reverse order
+    sub_labels, sub_embedding = trained.annotate(query[rows].copy(), return_embedding=True, progress=False)
+    _assert_same_annotation(sub_labels, labels.iloc[rows])
+    np.testing.assert_allclose(sub_embedding, embedding[rows], atol=ATOL, rtol=0)
+
+
+def test_a_subset_with_metadata_context_gives_the_same_outputs(trained, query, atlas_template):
+    cells = query.copy()
+    cells.obs["organ"] = atlas_template.obs["organ"].to_numpy()  # known metadata goes into the prompt
+    labels, embedding = trained.annotate(cells, return_embedding=True, progress=False)
+    rows = np.arange(cells.n_obs)[3::11]
+    sub_labels, sub_embedding = trained.annotate(cells[rows].copy(), return_embedding=True, progress=False)
+    _assert_same_annotation(sub_labels, labels.iloc[rows])
+    np.testing.assert_allclose(sub_embedding, embedding[rows], atol=ATOL, rtol=0)
+    # the context is really used: without it the embedding differs
+    _, blind = trained.annotate(cells, use_metadata=False, return_embedding=True, progress=False)
+    assert not np.allclose(blind, embedding, atol=ATOL)
+
+
+def test_padded_batches_give_the_same_outputs_as_single_cells(trained, query, full):
+    labels, embedding = full
+    cells = query[:40].copy()
+    lengths = np.diff(cells.X.tocsr().indptr)
+    assert lengths.min() < lengths.max()  # the batch of 64 really pads
+    single_labels, single_embedding = trained.annotate(cells, batch_size=1, return_embedding=True, progress=False)
+    _assert_same_annotation(single_labels, labels.iloc[:40])
+    np.testing.assert_allclose(single_embedding, embedding[:40], atol=ATOL, rtol=0)
+
+
+def test_mean_embedding_and_metadata_do_not_depend_on_the_batch(trained, query):
+    cells = query[:30].copy()
+    mean_64 = trained.get_latent_representation(cells, pooling="mean", batch_size=64, progress=False)
+    mean_1 = trained.get_latent_representation(cells, pooling="mean", batch_size=1, progress=False)
+    np.testing.assert_allclose(mean_1, mean_64, atol=ATOL, rtol=0)
+    meta_64 = trained.predict_metadata(cells, ["organ", "region"], batch_size=64, progress=False)
+    meta_1 = trained.predict_metadata(cells, ["organ", "region"], batch_size=1, progress=False)
+    assert meta_1["organ"].astype(str).tolist() == meta_64["organ"].astype(str).tolist()
+    assert meta_1["region"].astype(str).tolist() == meta_64["region"].astype(str).tolist()
+    np.testing.assert_allclose(meta_1["organ_confidence"], meta_64["organ_confidence"], atol=ATOL, rtol=0)
+
+
+def test_pooling_choices(trained, query, full):
+    _, annotation = full
+    cells = query[:20].copy()
+    np.testing.assert_allclose(trained.get_latent_representation(cells, progress=False), annotation[:20], atol=ATOL)
+    mean = trained.get_latent_representation(cells, pooling="mean", progress=False)
+    assert mean.shape == (20, trained.config.n_embd)
+    assert not np.allclose(mean, annotation[:20])
+    with pytest.raises(ValueError, match="`pooling` must be 'annotation' or 'mean'"):
+        trained.get_latent_representation(cells, pooling="max", progress=False)
+
+
+def test_the_registered_data_is_the_default_for_embeddings(trained, reference):
+    assert trained.get_latent_representation(progress=False, pooling="mean").shape == (
+        reference.n_obs,
+        trained.config.n_embd,
+    )
+
+
+def test_cells_without_model_genes_get_missing_labels(trained, query):
+    cells = query[:12].copy()
+    X = cells.X.tolil()
+    X[[2, 5, 9]] = 0
+    cells.X = sparse.csr_matrix(X)
+    with pytest.warns(UserWarning, match="3 cells express none of the model's genes"):
+        labels = trained.annotate(cells, progress=False)
+    empty = np.isin(np.arange(12), [2, 5, 9])
+    assert labels["coarse"].isna().to_numpy().tolist() == empty.tolist()
+    assert labels["fine"].isna().to_numpy().tolist() == empty.tolist()
+    assert labels["confidence"].isna().to_numpy().tolist() == empty.tolist()
+    assert (labels["n_genes"][empty] == 0).all()
+
+
+def test_metadata_fields_the_model_cannot_predict_are_refused(trained, query):
+    assert trained.metadata_fields_ == ["organ", "region"]
+    with pytest.raises(ValueError, match="cannot predict \\['sex'\\]"):
+        trained.predict_metadata(query, ["sex"], progress=False)
