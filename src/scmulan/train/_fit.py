@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,50 @@ from scmulan.train._plan import CSentenceTrainingPlan
 logger = logging.getLogger(__name__)
 
 
+class _StepCheckpoint(ModelCheckpoint):
+    """Every-N-steps checkpoints, except on the last batch of an epoch (the epoch-end checkpoint covers it).
+
+    Lightning restores a checkpoint saved on an epoch's last training batch as a half-finished epoch and then
+    loses the next epoch's data; end-of-epoch and truly mid-epoch checkpoints resume exactly.
+    """
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args, **kwargs) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        super().on_train_batch_end(trainer, *args, **kwargs)
+
+
 class _TrackLastCheckpoint(Callback):
     """Tell the plan where the last checkpoint is, so a NaN-loss error can point at it."""
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        for cb in trainer.checkpoint_callbacks:
-            if getattr(cb, "last_model_path", None):
-                pl_module._last_good_checkpoint = cb.last_model_path
+        paths = [cb.best_model_path for cb in trainer.checkpoint_callbacks if getattr(cb, "best_model_path", "")]
+        if paths:
+            pl_module._last_good_checkpoint = latest_checkpoint(Path(paths[0]).parent)
+
+
+_STEP = re.compile(r"step(\d+)\.ckpt$")
+
+
+def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> str | None:
+    """The newest checkpoint (highest optimiser step in its name) in ``checkpoint_dir``, if any."""
+    found = [(int(m.group(1)), str(p)) for p in Path(checkpoint_dir).glob("*.ckpt") if (m := _STEP.search(p.name))]
+    return max(found)[1] if found else None
+
+
+def _check_checkpoint_fits(path: str, plan: CSentenceTrainingPlan) -> None:
+    """Refuse to resume from a checkpoint of a different model (another vocabulary or size), naming the fix."""
+    saved = torch.load(path, map_location="cpu", mmap=True, weights_only=False)["state_dict"]
+    current = plan.state_dict()
+    wrong = [k for k in current if k not in saved or tuple(saved[k].shape) != tuple(current[k].shape)]
+    if wrong or set(saved) - set(current):
+        key = (wrong or sorted(set(saved) - set(current)))[0]
+        shapes = f"{tuple(saved[key].shape) if key in saved else 'absent'} vs {tuple(current[key].shape) if key in current else 'absent'}"
+        msg = (
+            f"The checkpoint {path} belongs to a different model ({key}: {shapes}, e.g. another vocabulary). "
+            "Use a new `checkpoint_dir`, or `resume=False` to start afresh."
+        )
+        raise ValueError(msg)
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
@@ -105,8 +143,9 @@ def fit(
     checkpoint_every_n_steps
         Save a checkpoint every so many optimiser steps (always at the end of each epoch).
     resume
-        Continue from ``checkpoint_dir/last.ckpt`` when it exists: optimiser, scheduler, step, epoch and the
-        position in the data are restored, so the run continues as if it had not stopped.
+        Continue from the newest checkpoint in ``checkpoint_dir`` when there is one: weights, optimiser, scheduler,
+        step, epoch and the position in the data are restored, so the run ends with the same weights as one that
+        never stopped (the logged average of the interrupted epoch covers the batches after the restart only).
     num_workers
         Data-loading worker processes.
     enable_progress_bar
@@ -131,17 +170,30 @@ def fit(
     plan.train_dataset = train_dataset
 
     callbacks = list(trainer_kwargs.pop("callbacks", []))
+    # The newest checkpoint is kept: one at the end of every epoch and, optionally, one every N optimiser steps;
+    # their names carry the step, and resuming picks the highest.
     callbacks += [
         ModelCheckpoint(
             dirpath=checkpoint_dir,
-            filename="step{step}",
+            filename="epoch{epoch}-step{step}",
             auto_insert_metric_name=False,
-            every_n_train_steps=checkpoint_every_n_steps,
-            save_last=True,
             save_top_k=1,
+            every_n_epochs=1,
+            save_on_train_epoch_end=True,
         ),
         _TrackLastCheckpoint(),
     ]
+    if checkpoint_every_n_steps:
+        callbacks.insert(
+            0,
+            _StepCheckpoint(
+                dirpath=checkpoint_dir,
+                filename="step{step}",
+                auto_insert_metric_name=False,
+                every_n_train_steps=checkpoint_every_n_steps,
+                save_top_k=1,
+            ),
+        )
     csv = CSVLogger(save_dir=checkpoint_dir, name="logs", version="")
     loggers = trainer_kwargs.pop("logger", None)
     loggers = [csv] if loggers in (None, True) else ([csv] + (loggers if isinstance(loggers, list) else [loggers]))
@@ -166,12 +218,19 @@ def fit(
     loader_kwargs = {"batch_size": None, "num_workers": num_workers, "pin_memory": torch.cuda.is_available()}
     train_loader = DataLoader(train_dataset, **loader_kwargs)
     val_loader = DataLoader(validation_dataset, **loader_kwargs) if validation_dataset is not None else None
-    last = checkpoint_dir / "last.ckpt"
-    ckpt_path = str(last) if resume and last.exists() else None
+    ckpt_path = latest_checkpoint(checkpoint_dir) if resume else None
+    if ckpt_path:
+        _check_checkpoint_fits(ckpt_path, plan)
     if ckpt_path:
         logger.info("resuming from %s", ckpt_path)
+    metrics = Path(csv.log_dir) / "metrics.csv"
+    earlier = pd.read_csv(metrics) if ckpt_path and metrics.exists() else None  # the CSV logger starts afresh
     plan.train()  # inference leaves the network in eval mode; Lightning keeps whatever mode it finds
     trainer.fit(plan, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
+    if earlier is not None and trainer.is_global_zero and metrics.exists():
+        resumed = pd.read_csv(metrics)
+        first = resumed["step"].min() if len(resumed) else float("inf")
+        pd.concat([earlier[earlier["step"] < first], resumed]).to_csv(metrics, index=False)
     history = history_from_csv(csv.log_dir)
     if tmp is not None:
         tmp.cleanup()

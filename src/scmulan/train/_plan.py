@@ -187,5 +187,8 @@ class CSentenceTrainingPlan(pl.LightningModule):
         """Resume the streaming dataset where the checkpoint left it."""
         position = checkpoint.get("scmulan_data_position")
         if position is not None and self.train_dataset is not None:
-            self.train_dataset.epoch = position["epoch"]
-            self.train_dataset.start_batch = position["batches"]
+            epoch, batches = position["epoch"], position["batches"]
+            if batches >= len(self.train_dataset):  # saved at the end of an epoch: resume with the next one
+                epoch, batches = epoch + 1, 0
+            self.train_dataset.epoch = epoch
+            self.train_dataset.start_batch = batches
