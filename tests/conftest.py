@@ -145,3 +145,14 @@ def toy_vocab() -> Vocabulary:
 def toy_obs_keys() -> dict[str, str]:
     """Metadata field -> obs column of the toy cells."""
     return dict(TOY_OBS_KEYS)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny models run fastest on one thread, and two threads on a busy 2-core machine thrash (100x slower)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

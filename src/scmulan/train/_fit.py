@@ -54,7 +54,7 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> str | None:
 
 def _check_checkpoint_fits(path: str, plan: CSentenceTrainingPlan) -> None:
     """Refuse to resume from a checkpoint of a different model (another vocabulary or size), naming the fix."""
-    saved = torch.load(path, map_location="cpu", mmap=True, weights_only=False)["state_dict"]
+    saved = torch.load(path, map_location="cpu", mmap=True, weights_only=True)["state_dict"]
     current = plan.state_dict()
     wrong = [k for k in current if k not in saved or tuple(saved[k].shape) != tuple(current[k].shape)]
     if wrong or set(saved) - set(current):
