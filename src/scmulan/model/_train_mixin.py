@@ -32,11 +32,12 @@ class TrainingMixin:
         metadata_fields: Sequence[str] | None = None,
         context_dropout: float = 0.5,
         batch_size: int = 32,
-        lr: float = 1e-3,
+        lr: float | None = None,
         weight_decay: float = 0.01,
         warmup_steps: int = 100,
         entity_weight: float = 1.0,
         value_weight: float = 1.0,
+        positives: str = "mean",
         freeze_trunk: bool = False,
         train_size: float = 0.9,
         validation_size: float | None = None,
@@ -73,10 +74,16 @@ class TrainingMixin:
             Probability of leaving out each known metadata token from a sentence's context.
         batch_size
             Sentences per batch (per device).
-        lr, weight_decay, warmup_steps
+        lr
+            Peak learning rate; default by width: 3e-3 up to 256 (``tiny``, ``small``), 1e-3 up to 768 (``base``),
+            3e-4 beyond (``scmulan-v1``).
+        weight_decay, warmup_steps
             AdamW and the warm-up + cosine schedule (see :class:`~scmulan.train.CSentenceTrainingPlan`).
         entity_weight, value_weight
             Weights of the entity (set likelihood) and value (level regression) losses.
+        positives
+            ``"mean"``: each position's target entities share one unit of weight (default); ``"sum"``: the original's
+            plain multi-hot BCE (see :func:`~scmulan.train.set_objective`).
         freeze_trunk
             Train only the embeddings and heads.
         train_size, validation_size
@@ -147,6 +154,9 @@ class TrainingMixin:
                 main.col_token,
                 len(self.vocab),
             )
+        if lr is None:
+            width = self.module.config.n_embd
+            lr = 3e-3 if width <= 256 else 1e-3 if width <= 768 else 3e-4
         plan = CSentenceTrainingPlan(
             self.module,
             lr=lr,
@@ -154,6 +164,7 @@ class TrainingMixin:
             warmup_steps=warmup_steps,
             entity_weight=entity_weight,
             value_weight=value_weight,
+            positives=positives,
             freeze_trunk=freeze_trunk,
         )
         history = fit(
