@@ -12,7 +12,7 @@ from typing import Any
 import lightning.pytorch as pl
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
@@ -32,15 +32,6 @@ class _StepCheckpoint(ModelCheckpoint):
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             return
         super().on_train_batch_end(trainer, *args, **kwargs)
-
-
-class _TrackLastCheckpoint(Callback):
-    """Tell the plan where the last checkpoint is, so a NaN-loss error can point at it."""
-
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        paths = [cb.best_model_path for cb in trainer.checkpoint_callbacks if getattr(cb, "best_model_path", "")]
-        if paths:
-            pl_module._last_good_checkpoint = latest_checkpoint(Path(paths[0]).parent)
 
 
 _STEP = re.compile(r"step(\d+)\.ckpt$")
@@ -168,6 +159,7 @@ def fit(
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     plan.train_dataset = train_dataset
+    plan.checkpoint_dir = checkpoint_dir
 
     callbacks = list(trainer_kwargs.pop("callbacks", []))
     # The newest checkpoint is kept: one at the end of every epoch and, optionally, one every N optimiser steps;
@@ -181,7 +173,6 @@ def fit(
             every_n_epochs=1,
             save_on_train_epoch_end=True,
         ),
-        _TrackLastCheckpoint(),
     ]
     if checkpoint_every_n_steps:
         callbacks.insert(

@@ -103,7 +103,7 @@ class CSentenceTrainingPlan(pl.LightningModule):
             for module in (*net.blocks, net.ln_f):
                 module.requires_grad_(False)
         self.train_dataset = None  # set by `fit` so that the data position can be checkpointed
-        self._last_good_checkpoint: str | None = None
+        self.checkpoint_dir = None  # set by `fit`: where a NaN-loss error points the user
 
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         hidden = self.net(batch["ids"], batch["levels"])  # right-padded: plain causal attention
@@ -119,7 +119,10 @@ class CSentenceTrainingPlan(pl.LightningModule):
             positives=self.positives,
         )
         if not torch.isfinite(out.loss):
-            where = f" The last good checkpoint is {self._last_good_checkpoint}." if self._last_good_checkpoint else ""
+            from scmulan.train._fit import latest_checkpoint
+
+            last = latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir is not None else None
+            where = f" The last good checkpoint is {last}." if last else ""
             msg = (
                 f"The {stage} loss became {out.loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
                 f"training stopped.{where} Lower the learning rate or check the data for extreme values."

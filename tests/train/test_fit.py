@@ -1,0 +1,138 @@
+"""Training runs through the public API: exact resume, NaN handling, checkpoints of another model, DDP, bad data."""
+
+import os
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import scmulan
+from scmulan.train import NonFiniteLossError
+
+FIELDS = {"organ_key": "organ", "coarse_cell_type_key": "coarse_cell_type", "cell_type_key": "cell_type"}
+RUN = {"max_epochs": 3, "batch_size": 32, "train_size": 0.8, "enable_progress_bar": False, "checkpoint_every_n_steps": 4}
+
+
+class Crash(RuntimeError):
+    pass
+
+
+class CrashAt(pl.Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.step:
+            msg = f"simulated crash at step {self.step}"
+            raise Crash(msg)
+
+
+def new_model(atlas, config="tiny", **fields):
+    data = atlas.copy()
+    scmulan.SCMULAN.setup_anndata(data, **(fields or FIELDS))
+    torch.manual_seed(0)
+    return scmulan.SCMULAN(data, config=config)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(atlas, tmp_path_factory):
+    model = new_model(atlas)
+    model.train(checkpoint_dir=tmp_path_factory.mktemp("full"), **RUN)
+    return model
+
+
+# 240 training cells / 32 = 8 batches per epoch: step 10 is mid-epoch (last checkpoint at step 8, an epoch end),
+# step 14 resumes from the mid-epoch checkpoint at step 12, step 17 from the end of epoch 2 (step 16).
+@pytest.mark.parametrize("crash_at", [10, 14, 17])
+def test_resumed_run_ends_with_the_same_weights(atlas, uninterrupted, tmp_path, crash_at):
+    crashed = new_model(atlas)
+    with pytest.raises(Crash):
+        crashed.train(checkpoint_dir=tmp_path, callbacks=[CrashAt(crash_at)], **RUN)
+    assert any(p.endswith(".ckpt") for p in os.listdir(tmp_path))
+    resumed = new_model(atlas)
+    resumed.train(checkpoint_dir=tmp_path, **RUN)  # the same call again
+    expected, got = uninterrupted.module.state_dict(), resumed.module.state_dict()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6, msg=key)
+    # the history spans the restart: the same logged steps as the uninterrupted run
+    assert list(resumed.history_["train_loss_step"].index) == list(uninterrupted.history_["train_loss_step"].index)
+    assert len(resumed.history_["train_loss"]) == RUN["max_epochs"]
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(atlas, tmp_path):
+    class Poison(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 6:
+                with torch.no_grad():
+                    pl_module.net.ln_f.weight.fill_(float("nan"))
+
+    model = new_model(atlas)
+    with pytest.raises(NonFiniteLossError, match=r"step 6 .*last good checkpoint is .*step4\.ckpt"):
+        model.train(checkpoint_dir=tmp_path, callbacks=[Poison()], **RUN)
+    saved = torch.load(tmp_path / "step4.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    assert all(torch.isfinite(v).all() for v in saved.values())
+
+
+def test_resuming_into_a_checkpoint_of_another_model_is_refused(atlas, tmp_path):
+    new_model(atlas).train(checkpoint_dir=tmp_path, **{**RUN, "max_epochs": 1})
+    other = new_model(atlas, organ_key="organ", region_key="region", cell_type_key="cell_type")  # other vocabulary
+    with pytest.raises(ValueError, match="belongs to a different model"):
+        other.train(checkpoint_dir=tmp_path, **RUN)
+    other.train(checkpoint_dir=tmp_path, resume=False, **{**RUN, "max_epochs": 1})  # the documented way out
+    assert other.is_trained_
+
+
+def test_ddp_over_two_cpu_processes_with_shards(atlas, tmp_path):
+    from scmulan.sentence import CellSource, TrainingSentenceDataset
+
+    shards = []
+    for i in range(3):
+        path = tmp_path / f"shard{i}.h5ad"
+        atlas[i * 100 : (i + 1) * 100].copy().write_h5ad(path)
+        shards.append(str(path))
+    model = new_model(atlas[:40])
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    model.train(
+        checkpoint_dir=tmp_path / "ckpt",
+        max_epochs=2,
+        batch_size=16,
+        corpus=shards,
+        train_size=1.0,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        enable_progress_bar=False,
+    )
+    after = model.module.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in after)  # the spawned processes' weights came back
+    # each rank streams its own share of the 340 cells; every epoch has the same number of batches per rank
+    spec = model._task_spec(scmulan.sentence.TASKS, None, None, 0.5)
+    sources = [CellSource(model.adata, model.vocab, obs_keys=model.obs_keys_)]
+    sources += [CellSource(p, model.vocab, obs_keys=model.obs_keys_) for p in shards]
+    per_rank = len(
+        TrainingSentenceDataset(
+            sources, spec, {}, end_id=0, pad_id=1, batch_size=16, block_size=256, rank=0, world_size=2
+        )
+    )
+    (final,) = [p for p in os.listdir(tmp_path / "ckpt") if p.startswith("epoch1-")]
+    assert final == f"epoch1-step{2 * per_rank}.ckpt"  # optimiser steps of two epochs
+    assert np.isfinite(model.history_["train_loss"].to_numpy()).all()
+
+
+def test_a_task_without_usable_labels_and_an_empty_shard_are_refused(atlas, tmp_path):
+    data = atlas.copy()
+    # every cell lacks one of the two labels annotation needs
+    data.obs["cell_type"] = pd.Series(np.nan, index=data.obs_names, dtype=object)
+    data.obs["coarse_cell_type"] = "T cell"
+    data.obs.loc[data.obs_names[0], "cell_type"] = "CD4 T cell"
+    data.obs.loc[data.obs_names[0], "coarse_cell_type"] = np.nan
+    scmulan.SCMULAN.setup_anndata(data, coarse_cell_type_key="coarse_cell_type", cell_type_key="cell_type")
+    model = scmulan.SCMULAN(data, config="tiny")
+    with pytest.raises(ValueError, match="cell-type labels"):
+        model.train(max_epochs=1, tasks=("annotation",), train_size=0.5, validation_size=0.0, enable_progress_bar=False)
+    empty = tmp_path / "empty.h5ad"
+    atlas[:0].copy().write_h5ad(empty)
+    with pytest.raises(ValueError, match="no cells"):
+        model.train(max_epochs=1, tasks=("generation",), corpus=[str(empty)], enable_progress_bar=False)
