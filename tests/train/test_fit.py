@@ -136,3 +136,33 @@ def test_a_task_without_usable_labels_and_an_empty_shard_are_refused(atlas, tmp_
     atlas[:0].copy().write_h5ad(empty)
     with pytest.raises(ValueError, match="no cells"):
         model.train(max_epochs=1, tasks=("generation",), corpus=[str(empty)], enable_progress_bar=False)
+
+
+def test_cells_longer_than_max_length_are_counted_in_a_warning(atlas):
+    data = atlas.copy()
+    scmulan.SCMULAN.setup_anndata(data, cell_type_key="cell_type")
+    model = scmulan.SCMULAN(data, config="tiny", max_length=40)
+    n_expressed = np.diff(data.X.indptr)  # every gene of the atlas is a model gene
+    n_long = int((n_expressed > 36).sum())
+    with pytest.warns(UserWarning, match=r"training cells express more than 36 model genes"):
+        model.train(max_epochs=1, tasks=("generation",), train_size=1.0, enable_progress_bar=False)
+    assert n_long > 0
+
+
+def test_finetuning_the_original_checkpoint_on_data_missing_most_genes(legacy_dir):
+    model = scmulan.SCMULAN.from_legacy_checkpoint(legacy_dir / "tiny_ckpt.pt", legacy_dir / "meta_info.pt")
+    old = {k: v.clone() for k, v in model.module.state_dict().items()}
+    pbmc = scmulan.datasets.pbmc68k()[:200].copy()
+    with pytest.warns(UserWarning, match="193 of the model.s 2000 genes"):
+        scmulan.pp.prepare(pbmc, model)  # 193 of the 2000 model genes are in these data
+    assert pbmc.uns["scmulan_prepare"]["n_overlap"] < 200
+    scmulan.SCMULAN.setup_anndata(pbmc, coarse_cell_type_key="coarse_cell_type", cell_type_key="cell_type")
+    model.finetune(pbmc, max_epochs=1, batch_size=32, enable_progress_bar=False)
+    new_types = set(pbmc.obs["cell_type"].astype(str)) - set(model.vocab.categories("cell_type")[:109])
+    assert len(model.vocab) > 2222  # the PBMC labels joined the vocabulary after the original 2,222 entities
+    assert new_types <= set(model.vocab.categories("cell_type"))
+    embedding = model.module.state_dict()["entity_embedding.weight"]
+    assert embedding.shape[0] == len(model.vocab)
+    assert not torch.equal(embedding[:2222], old["entity_embedding.weight"])  # trained, old ids kept in place
+    labels = model.annotate(pbmc, progress=False)
+    assert set(labels["fine"].dropna().astype(str)) <= set(model.vocab.categories("cell_type"))

@@ -149,10 +149,9 @@ class TrainingMixin:
         if n_val:
             val_ds = TrainingSentenceDataset([main], spec, task_ids, indices=[val_idx], shuffle=False, **common)
         if self.debin_table_ is None or not self.legacy_:
+            chunks = (main.read(train_idx[i : i + chunk_size])[0] for i in range(0, len(train_idx), chunk_size))
             self.debin_table_ = debinning_table(
-                (main.read(train_idx[i : i + chunk_size])[0] for i in range(0, len(train_idx), chunk_size)),
-                main.col_token,
-                len(self.vocab),
+                _counting_long_cells(chunks, main.col_token, spec, self), main.col_token, len(self.vocab)
             )
         if lr is None:
             width = self.module.config.n_embd
@@ -319,3 +318,25 @@ class TrainingMixin:
             debin_table=self.debin_table_,
         )
         self.train(max_epochs, tasks=tasks, freeze_trunk=freeze_trunk, **train_kwargs)
+
+
+def _counting_long_cells(chunks, col_token: np.ndarray, spec: TaskSpec, model) -> object:
+    """Pass the chunks through, then warn with the number of cells whose sentences will be cut to ``max_length``."""
+    import warnings
+
+    max_genes = max(1, model.max_length_ - len(spec.fields) - 3)
+    n_long = n_cells = 0
+    for X in chunks:
+        expressed = (X.data > 0) & (col_token[X.indices] >= 0)
+        per_cell = np.add.reduceat(expressed, X.indptr[:-1]) if X.nnz else np.zeros(X.shape[0], dtype=int)
+        per_cell[np.diff(X.indptr) == 0] = 0  # reduceat repeats the next value for empty rows
+        n_long += int((per_cell > max_genes).sum())
+        n_cells += X.shape[0]
+        yield X
+    if n_long:
+        warnings.warn(
+            f"{n_long} of {n_cells} training cells express more than {max_genes} model genes; their sentences keep the "
+            f"{max_genes} most highly expressed genes (raise `max_length` when building the model to keep them all).",
+            UserWarning,
+            stacklevel=4,
+        )
