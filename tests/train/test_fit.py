@@ -50,7 +50,7 @@ def test_resumed_run_ends_with_the_same_weights(atlas, uninterrupted, tmp_path, 
     crashed = new_model(atlas)
     with pytest.raises(Crash):
         crashed.train(checkpoint_dir=tmp_path, callbacks=[CrashAt(crash_at)], **RUN)
-    assert any(p.endswith(".ckpt") for p in os.listdir(tmp_path))
+    assert any(p.endswith(".ckpt") for p in os.listdir(tmp_path / "checkpoints"))
     resumed = new_model(atlas)
     resumed.train(checkpoint_dir=tmp_path, **RUN)  # the same call again
     expected, got = uninterrupted.module.state_dict(), resumed.module.state_dict()
@@ -71,7 +71,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(atlas, 
     model = new_model(atlas)
     with pytest.raises(NonFiniteLossError, match=r"step 6 .*last good checkpoint is .*step4\.ckpt"):
         model.train(checkpoint_dir=tmp_path, callbacks=[Poison()], **RUN)
-    saved = torch.load(tmp_path / "step4.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    saved = torch.load(tmp_path / "checkpoints" / "step4.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     assert all(torch.isfinite(v).all() for v in saved.values())
 
 
@@ -116,7 +116,7 @@ def test_ddp_over_two_cpu_processes_with_shards(atlas, tmp_path):
             sources, spec, {}, end_id=0, pad_id=1, batch_size=16, block_size=256, rank=0, world_size=2
         )
     )
-    (final,) = [p for p in os.listdir(tmp_path / "ckpt") if p.startswith("epoch1-")]
+    (final,) = [p for p in os.listdir(tmp_path / "ckpt" / "checkpoints") if p.startswith("epoch1-")]
     assert final == f"epoch1-step{2 * per_rank}.ckpt"  # optimiser steps of two epochs
     assert np.isfinite(model.history_["train_loss"].to_numpy()).all()
 

@@ -20,7 +20,7 @@ from ._common import (
 
 _EPILOG = f"""\
 conditions: --condition FIELD=CATEGORY sets a metadata field of the generated cells; repeat it for other fields
-(one condition: organ=Heart and cell_type=Cardiomyocyte). Repeating a field gives one condition per value, other
+(one condition: organ=Heart and cell_type="Cardiomyocyte cell"). Repeating a field gives one condition per value, other
 fields shared: --condition cell_type="B cell" --condition cell_type="NK cell". --conditions-csv reads one
 condition per row, one column per field (an empty cell leaves that field out). --n-cells cells are generated per
 condition. Unknown fields or categories are an error that lists the valid ones.
@@ -29,7 +29,7 @@ writes a new AnnData: obs holds the conditions, n_genes and ended; layers['level
 levels de-binned to log-normalised values.
 
 examples:
-  {PROG} generate -o heart.h5ad --model scmulan-v1 --condition organ=Heart --condition cell_type=Cardiomyocyte
+  {PROG} generate -o heart.h5ad --model scmulan-v1 --condition organ=Heart --condition cell_type="Cardiomyocyte cell"
   {PROG} generate -o perturbed.h5ad --model my_model/ --condition cell_type="CD4 T cell" --gene-prompt IL7R=8
   {PROG} generate -o atlas.h5ad --model my_model/ --conditions-csv conditions.csv --n-cells 500 --seed 1
 """

@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.verbose < 2:
                 _compact_warnings(quiet_third_party=args.verbose == 0)
             summary = args.run(args)
-    except (ValueError, KeyError, OSError) as exc:
+    except (ValueError, KeyError, OSError, FloatingPointError) as exc:
         if args.verbose >= 2:
             traceback.print_exc(file=sys.stderr)
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

@@ -77,7 +77,9 @@ def register(commands: Any, *, parents: list[argparse.ArgumentParser]) -> None:
     training.add_argument(
         "--batch-size", type=positive_int, default=32, metavar="N", help="sentences per batch (per device)"
     )
-    training.add_argument("--lr", type=float, default=1e-3, metavar="LR", help="peak learning rate (AdamW)")
+    training.add_argument(
+        "--lr", type=float, default=None, metavar="LR", help="peak learning rate (AdamW; default: by model width)"
+    )
     training.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the data split and the run")
     training.add_argument(
         "--corpus", nargs="+", default=None, metavar="SHARD", help="further .h5ad shards streamed from disk"

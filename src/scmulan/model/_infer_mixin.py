@@ -102,6 +102,7 @@ class InferenceMixin:
                 batch_size=batch_size,
                 max_genes=None,
                 device=device,
+                mixed_precision=False,  # exact legacy choices need fp32 (bf16 flips near-tied greedy steps)
                 progress=progress,
             )
             window = np.concatenate([out.prompt_tail, out.tokens], axis=1)  # prompt[-3:] + generated
@@ -217,7 +218,12 @@ class InferenceMixin:
             raise ValueError(msg)
         steps = order[: max(order.index(f) for f in fields) + 1]
         legacy_vocab = self.legacy_ and self.vocab.is_legacy
-        source = self._source(adata, context=use_metadata and not legacy_vocab, exclude=steps)
+        source = self._source(
+            adata,
+            context=use_metadata and not legacy_vocab,
+            exclude=steps,
+            where="predict_metadata (scmulan.tl.predict_metadata)",
+        )
         out = decode_cells(
             self.module,
             self.vocab,
@@ -276,7 +282,7 @@ class InferenceMixin:
         if pooling != "mean":
             msg = f"`pooling` must be 'annotation' or 'mean', got {pooling!r}."
             raise ValueError(msg)
-        source = self._source(adata, context=False)
+        source = self._source(adata, context=False, where="get_latent_representation (scmulan.tl.embed)")
         out = decode_cells(
             self.module,
             self.vocab,
@@ -473,7 +479,7 @@ class InferenceMixin:
         chunk_size
             Cells read at a time.
         """
-        source = self._source(adata, context=False)
+        source = self._source(adata, context=False, where="fit_debinning")
         self.debin_table_ = debinning_table(
             (X for _, X, _ in source.iter_chunks(chunk_size)), source.col_token, len(self.vocab)
         )

@@ -292,7 +292,9 @@ class SCMULAN(TrainingMixin, InferenceMixin, BaseModelClass):
         """Fields the annotation task decodes, in order (coarse, then fine)."""
         return [f for f in ANNOTATION_FIELDS if f in self.vocab.fields]
 
-    def _source(self, adata: AnnData, *, context: bool, exclude: Sequence[str] = (), layer: str | None = None):
+    def _source(
+        self, adata: AnnData, *, context: bool, exclude: Sequence[str] = (), layer: str | None = None, where: str = ""
+    ):
         """The query cells as a :class:`~scmulan.sentence.CellSource` (context: the metadata columns it has)."""
         from scmulan._anndata import get_modality
 
@@ -300,7 +302,7 @@ class SCMULAN(TrainingMixin, InferenceMixin, BaseModelClass):
         if adata.n_obs == 0:
             msg = "The AnnData has no cells."
             raise ValueError(msg)
-        check_log_normalized(self._matrix(adata, layer), where="scmulan inference")
+        check_log_normalized(self._matrix(adata, layer), where=where or "scmulan inference")
         obs_keys = {}
         if context:
             obs_keys = {f: k for f, k in self.obs_keys_.items() if f not in exclude and k in adata.obs}

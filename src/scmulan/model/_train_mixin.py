@@ -313,7 +313,7 @@ class TrainingMixin:
             layer=self.layer_,
             gene_symbols=self.gene_symbols_key_,
             max_length=self.max_length_,
-            legacy=self.legacy_,
+            legacy=False,  # fine-tuned: no longer the original model (metadata context is used from now on)
             metadata_fields=self.metadata_fields_,
             debin_table=self.debin_table_,
         )

@@ -106,7 +106,7 @@ def greedy_decode(
     rows = torch.arange(B, device=device)
     if attention_mask is None:
         attention_mask = torch.ones(B, T, dtype=torch.bool, device=device)
-    cache = net.new_cache()
+    cache = net.new_cache(capacity=T + n_steps)
     hidden = net(ids, levels, attention_mask, cache, padding=padding)  # (B, T, C)
     end = _last_positions(attention_mask, padding)  # (B,): position of each prompt's last real token
     pooled = None
@@ -267,7 +267,7 @@ def sample_decode(
     if max_new_tokens <= 0:
         return SampleOutput(out_tokens, out_levels, lengths, ended)
 
-    cache = net.new_cache()
+    cache = net.new_cache(capacity=T + max_new_tokens)
     end = _last_positions(attention_mask, padding)
     rows = torch.arange(B, device=device)
     last = net(ids, levels, attention_mask, cache, padding=padding)[rows, end]  # (B, C)

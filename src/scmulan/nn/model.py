@@ -205,9 +205,9 @@ class CSentenceTransformer(nn.Module):
         """Number of parameters."""
         return sum(p.numel() for p in self.parameters())
 
-    def new_cache(self) -> KVCache:
-        """An empty key/value cache for :meth:`forward`."""
-        return KVCache(self.config.n_layer)
+    def new_cache(self, capacity: int = 64) -> KVCache:
+        """An empty key/value cache for :meth:`forward`, with room for ``capacity`` positions before it grows."""
+        return KVCache(self.config.n_layer, capacity)
 
     def forward(
         self,

@@ -130,7 +130,8 @@ def fit(
     gradient_clip_val
         Gradient-norm clipping (``None``: off).
     checkpoint_dir
-        Where checkpoints and logs go (a temporary directory when ``None``; no resuming then).
+        Run directory: checkpoints go to ``checkpoint_dir/checkpoints``, CSV logs to ``checkpoint_dir/logs``
+        (a temporary directory when ``None``; no resuming then).
     checkpoint_every_n_steps
         Save a checkpoint every so many optimiser steps (always at the end of each epoch).
     resume
@@ -156,7 +157,8 @@ def fit(
     if checkpoint_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="scmulan_train_")
         checkpoint_dir, resume = tmp.name, False
-    checkpoint_dir = Path(checkpoint_dir)
+    run_dir = Path(checkpoint_dir)
+    checkpoint_dir = run_dir / "checkpoints"  # logs go to run_dir / "logs"
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     plan.train_dataset = train_dataset
     plan.checkpoint_dir = checkpoint_dir
@@ -185,7 +187,7 @@ def fit(
                 save_top_k=1,
             ),
         )
-    csv = CSVLogger(save_dir=checkpoint_dir, name="logs", version="")
+    csv = CSVLogger(save_dir=run_dir, name="logs", version="")
     loggers = trainer_kwargs.pop("logger", None)
     loggers = [csv] if loggers in (None, True) else ([csv] + (loggers if isinstance(loggers, list) else [loggers]))
     trainer = pl.Trainer(

@@ -1,0 +1,88 @@
+"""The objective learns: floors a broken objective cannot reach, after about a minute of CPU pretraining.
+
+A broken objective (e.g. targets not aligned with positions, ignored conditions) sits at the majority baseline for
+annotation and metadata, and generates the same cells whatever the condition (each generated type's profile is then
+closest to one and the same real type). The floors are far below what the run reaches (see benchmarks/README.md).
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import scmulan
+
+pytestmark = pytest.mark.slow
+FIELDS = ["organ", "region", "coarse_cell_type", "cell_type", "sex", "age", "technology", "disease"]
+
+
+def _accuracy(truth, pred):
+    truth, pred = np.asarray(truth, dtype=str), np.asarray(pred, dtype=str)
+    majority = max(np.mean(truth == c) for c in np.unique(truth))
+    return float(np.mean(truth == pred)), float(majority)
+
+
+@pytest.fixture(scope="module")
+def pretrained():
+    # marker_strength=2: the cell type shapes which genes are expressed, so conditional generation has a signal
+    data = scmulan.datasets.synthetic_atlas(n_cells=1500, n_genes=300, marker_strength=2.0, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scmulan.pp.prepare(data)
+    perm = np.random.default_rng(0).permutation(data.n_obs)
+    ref, test = data[np.sort(perm[:1200])].copy(), data[np.sort(perm[1200:])].copy()
+    scmulan.SCMULAN.setup_anndata(ref, **{f"{f}_key": f for f in FIELDS})
+    model = scmulan.SCMULAN(ref, config="tiny")
+    # metadata prediction (organ, region) learns slowest: give it twice the weight of the other tasks
+    model.train(max_epochs=16, task_weights=(1, 1, 2), batch_size=32, train_size=1.0, seed=0, enable_progress_bar=False)
+    query = test.copy()
+    query.obs = query.obs[[]]  # the model sees genes only
+    return model, test, query
+
+
+def test_annotation_and_metadata_far_above_majority(pretrained):
+    model, test, query = pretrained
+    labels = model.annotate(query, progress=False)
+    meta = model.predict_metadata(query, ["organ", "region"], progress=False)
+    coarse, coarse_majority = _accuracy(test.obs["coarse_cell_type"], labels["coarse"])
+    fine, fine_majority = _accuracy(test.obs["cell_type"], labels["fine"])
+    organ, organ_majority = _accuracy(test.obs["organ"], meta["organ"])
+    region, region_majority = _accuracy(test.obs["region"], meta["region"])
+    assert coarse >= max(0.9, coarse_majority + 0.4), (coarse, coarse_majority)
+    assert fine >= fine_majority + 0.3, (fine, fine_majority)
+    assert organ >= organ_majority + 0.05, (organ, organ_majority)
+    assert region >= region_majority + 0.05, (region, region_majority)
+
+
+def test_generated_cells_resemble_their_own_cell_type(pretrained):
+    model, test, _ = pretrained
+    types = list(test.obs["coarse_cell_type"].cat.categories)
+    generated = model.generate({"coarse_cell_type": types}, 40, seed=0, progress=False)
+    real = {t: np.asarray(test[test.obs["coarse_cell_type"] == t].X.mean(0)).ravel() for t in types}
+    closest = []
+    for t in types:
+        profile = np.asarray(generated[generated.obs["coarse_cell_type"] == t].X.mean(0)).ravel()
+        r = {u: np.corrcoef(profile, m)[0, 1] for u, m in real.items()}
+        closest.append(max(r, key=r.get) == t)
+    assert sum(closest) >= len(types) - 1, closest  # an unconditional generator hits one type only
+
+
+def test_pbmc_held_out_annotation_above_majority():
+    from sklearn.model_selection import train_test_split
+
+    data = scmulan.datasets.pbmc68k()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scmulan.pp.prepare(data)
+    tr, te = train_test_split(np.arange(data.n_obs), test_size=0.2, stratify=data.obs["cell_type"], random_state=0)
+    ref, test = data[np.sort(tr)].copy(), data[np.sort(te)].copy()
+    scmulan.SCMULAN.setup_anndata(ref, coarse_cell_type_key="coarse_cell_type", cell_type_key="cell_type")
+    model = scmulan.SCMULAN(ref, config="tiny")
+    model.train(max_epochs=12, tasks=("generation", "annotation"), train_size=1.0, seed=0, enable_progress_bar=False)
+    query = test.copy()
+    query.obs = query.obs[[]]
+    labels = model.annotate(query, progress=False)
+    coarse, coarse_majority = _accuracy(test.obs["coarse_cell_type"], labels["coarse"])
+    fine, fine_majority = _accuracy(test.obs["cell_type"], labels["fine"])
+    assert coarse >= coarse_majority + 0.3, (coarse, coarse_majority)
+    assert fine >= fine_majority + 0.15, (fine, fine_majority)
