@@ -1,6 +1,7 @@
 """Batched decoding with a key/value cache: greedy (annotation, metadata) and sampling (generation).
 
-Every routine takes a left-padded batch of prompts, runs **one** pass over the prompts that fills the cache, then
+Every routine takes a padded batch of prompts (right padding lets the prompt pass run plain causal attention; left
+padding is supported with an explicit mask), runs **one** pass over the prompts that fills the cache, then
 one cached step per new token for the whole batch. Everything inside a step is a tensor operation; nothing loops
 over cells.
 """
@@ -69,7 +70,7 @@ def greedy_decode(
     pool_mask: Tensor | None = None,
     padding: Literal["left", "right"] = "left",
 ) -> GreedyOutput:
-    """Greedy decoding of ``n_steps`` tokens for a left-padded batch of prompts.
+    """Greedy decoding of ``n_steps`` tokens for a padded batch of prompts.
 
     Parameters
     ----------
@@ -218,7 +219,7 @@ def sample_decode(
     compact_fraction: float = 0.125,
     padding: Literal["left", "right"] = "left",
 ) -> SampleOutput:
-    """Sample continuations of a left-padded batch of prompts (conditional cell generation).
+    """Sample continuations of a padded batch of prompts (conditional cell generation).
 
     At each step, for every unfinished cell: entities already in its sentence are banned, everything outside
     ``candidates`` is banned, logits are divided by ``temperature`` and cut to the ``top_k`` largest, the softmax
@@ -232,7 +233,7 @@ def sample_decode(
     net
         The transformer.
     ids, levels, attention_mask
-        Left-padded prompts ``(B, T)``.
+        Padded prompts ``(B, T)`` (see ``padding``).
     max_new_tokens
         Maximum number of new tokens per cell.
     candidates

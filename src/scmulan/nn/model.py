@@ -2,7 +2,7 @@
 
 Each position carries an entity id (gene, metadata category, task prompt, ``<E>``) and a value (expression level
 0..10). The input is the sum of an entity embedding and a value embedding; there is **no positional embedding**,
-so order reaches the network only through the causal mask and a left-padded cell gives the same outputs as the
+so order reaches the network only through the causal mask and a padded cell gives the same outputs as the
 cell alone. Blocks are pre-LayerNorm with causal scaled-dot-product attention and a tanh-GELU MLP; two untied
 heads read the final hidden state: entity logits (which entity comes next) and values (one level per entity).
 """
@@ -227,7 +227,7 @@ class CSentenceTransformer(nn.Module):
         levels
             Values ``(B, T)`` in ``0 .. n_levels - 1``.
         attention_mask
-            ``(B, T)``, True for real tokens. Needed for left-padded batches; padded positions are never attended to
+            ``(B, T)``, True for real tokens. Padded positions are never attended to
             and their own outputs are meaningless. Leave ``None`` for unpadded or right-padded batches (plain causal
             attention, which lets SDPA use its fused kernels).
         cache
