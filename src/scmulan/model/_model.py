@@ -20,6 +20,7 @@ from scmulan._device import resolve_device
 from scmulan._validation import check_log_normalized
 from scmulan.model import _io
 from scmulan.model._fields import METADATA_KEYS, MetadataObsField, registry_key
+from scmulan.model._generate_mixin import GenerationMixin
 from scmulan.model._infer_mixin import InferenceMixin
 from scmulan.model._train_mixin import TrainingMixin
 from scmulan.nn import CSentenceTransformer, TransformerConfig
@@ -46,7 +47,7 @@ def _empty_registry() -> dict[str, Any]:
     }
 
 
-class SCMULAN(TrainingMixin, InferenceMixin, BaseModelClass):
+class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
     """Multitask generative pre-trained transformer over cell sentences (scMulan).
 
     Every cell is written as a c-sentence of (entity, value) pairs: its expressed genes with per-cell expression

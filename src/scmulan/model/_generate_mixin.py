@@ -1,0 +1,207 @@
+"""Conditional generation of :class:`~scmulan.SCMULAN` into new AnnData objects (a mixin)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+
+from scmulan._device import resolve_device
+from scmulan.model import _io
+from scmulan.model._debin import debin, debinning_table
+from scmulan.model._inference import generate_cells
+from scmulan.sentence import GeneSegments
+
+
+class GenerationMixin:
+    """``generate`` (metadata conditions, gene prompts, seeded sampling) and ``fit_debinning``."""
+
+    def generate(
+        self,
+        conditions: Mapping[str, Any] | pd.DataFrame | None = None,
+        n_cells: int = 1,
+        *,
+        gene_prompts: Mapping[str, int] | None = None,
+        temperature: float = 1.0,
+        gamma: float = 0.1,
+        top_k: int | None = None,
+        seed: int = 0,
+        max_length: int | None = None,
+        legacy: bool = False,
+        batch_size: int = 64,
+        device: str | torch.device = "auto",
+        progress: bool = True,
+    ) -> AnnData:
+        """Generate cells conditioned on metadata (and optionally on fixed gene levels).
+
+        Parameters
+        ----------
+        conditions
+            ``{field: category}`` (one condition), ``{field: [categories…]}`` (one condition per position), or a
+            DataFrame with one row per condition and a column per field. ``None``: unconditional.
+        n_cells
+            Cells generated per condition.
+        gene_prompts
+            ``{gene: level}`` set in every generated cell (levels 1..10 put the gene in the prompt at that level;
+            level 0 forbids the gene), e.g. for in-silico perturbation.
+        temperature, gamma, top_k
+            Sampling controls: softmax temperature, the factor on the probability of ending the cell (the original's
+            length control; < 1 gives longer cells; 0.1 in all published runs) and top-k filtering.
+        seed
+            Same seed, batch size and device → the same cells.
+        max_length
+            Longest sentence (prompt included); default: the model's ``max_length``.
+        legacy
+            Sample exactly as the original ``generate_cellGenesis`` (any entity may be drawn, the most recent one is
+            not banned, levels 0..10).
+        batch_size, device, progress
+            See :meth:`annotate`.
+
+        Returns
+        -------
+        A new AnnData (cells × model genes): ``obs`` holds the conditions, ``n_genes`` and ``ended`` (the cell
+        ended with ``<E>`` rather than at ``max_length``); ``layers["levels"]`` the generated levels 1..10;
+        ``X`` the levels de-binned to log-normalised values (per-gene, per-level means of the training data; without
+        a table, e.g. for the original checkpoint, ``level / 10`` = fraction of the cell's maximum).
+        """
+        from scipy import sparse
+
+        table = self._conditions_table(conditions, n_cells)
+        fields = [f for f in self.vocab.metadata_fields if f in table.columns]
+        tokens = np.full((len(table), len(fields)), -1, dtype=np.int64)
+        for j, f in enumerate(fields):
+            col = table[f]
+            present = col.notna().to_numpy()
+            tokens[present, j] = self.vocab.token_ids(f, col[present].astype(str).tolist())
+        prompt = self._gene_prompt(gene_prompts, len(table))
+        limit = (
+            (max_length or self.max_length_)
+            - len(fields)
+            - 1
+            - (len(prompt[0].ids) // max(1, len(table)) if prompt else 0)
+        )
+        if limit < 1:
+            msg = f"`max_length` ({max_length}) leaves no room to generate genes after the prompt."
+            raise ValueError(msg)
+        device = resolve_device(device)
+        out = generate_cells(
+            self.module,
+            self.vocab,
+            tokens,
+            prompt_genes=prompt[0] if prompt else None,
+            exclude=prompt[1] if prompt else None,
+            max_new_tokens=limit,
+            temperature=temperature,
+            top_k=top_k,
+            gamma=gamma,
+            seed=seed,
+            batch_size=batch_size,
+            device=device,
+            legacy=legacy,
+            progress=progress,
+        )
+        gene_ids = np.asarray(self.vocab.gene_ids)
+        column = np.full(len(self.vocab), -1, dtype=np.int64)
+        column[gene_ids] = np.arange(len(gene_ids))
+        rows = np.repeat(np.arange(len(table)), np.diff(out.offsets))
+        keep = column[out.ids] >= 0
+        shape = (len(table), len(gene_ids))
+        levels = sparse.csr_matrix(
+            (out.levels[keep].astype(np.float32), (rows[keep], column[out.ids[keep]])), shape=shape
+        )
+        values = sparse.csr_matrix(
+            (debin(self.debin_table_, out.ids[keep], out.levels[keep]), (rows[keep], column[out.ids[keep]])),
+            shape=shape,
+        )
+        obs = table.copy()
+        for f in obs.columns:
+            obs[f] = pd.Categorical(obs[f])
+        obs["n_genes"] = np.diff(levels.indptr)
+        obs["ended"] = out.ended
+        obs.index = [f"generated_{i}" for i in range(len(obs))]
+        result = AnnData(X=values, obs=obs, var=pd.DataFrame(index=self.vocab.genes), layers={"levels": levels})
+        result.uns["scmulan_generate"] = {
+            "params": _io.plain(
+                {
+                    "n_cells": n_cells,
+                    "temperature": temperature,
+                    "gamma": gamma,
+                    "top_k": top_k if top_k is not None else 0,
+                    "seed": seed,
+                    "max_length": max_length or self.max_length_,
+                    "legacy": legacy,
+                    "gene_prompts": dict(gene_prompts or {}),
+                }
+            ),
+            "scale": "X: log-normalised (de-binned)" if self.debin_table_ is not None else "X: level / 10",
+        }
+        return result
+
+    def _conditions_table(self, conditions, n_cells: int) -> pd.DataFrame:
+        if n_cells < 1:
+            msg = f"`n_cells` must be >= 1, got {n_cells}."
+            raise ValueError(msg)
+        if conditions is None:
+            table = pd.DataFrame(index=range(1))
+        elif isinstance(conditions, pd.DataFrame):
+            table = conditions.reset_index(drop=True)
+        else:
+            values = dict(conditions)
+            lengths = {len(v) for v in values.values() if isinstance(v, list | tuple | np.ndarray | pd.Series)}
+            if len(lengths) > 1:
+                msg = "Lists in `conditions` must all have the same length."
+                raise ValueError(msg)
+            table = pd.DataFrame(values, index=range(lengths.pop() if lengths else 1))
+        for f in table.columns:
+            if f not in self.vocab.metadata_fields:
+                msg = f"Unknown condition field {f!r}; the model knows {self.vocab.metadata_fields}."
+                raise ValueError(msg)
+            cats = table[f].dropna().astype(str).unique()
+            unknown = [c for c in cats if not self.vocab.has_token(f, c)]
+            if unknown:
+                valid = self.vocab.categories(f)
+                msg = (
+                    f"Unknown {f!r} categories {unknown[:5]}; valid ones: {valid[:50]}{'…' if len(valid) > 50 else ''}."
+                )
+                raise ValueError(msg)
+        return table.loc[table.index.repeat(n_cells)].reset_index(drop=True)
+
+    def _gene_prompt(self, gene_prompts, n: int) -> tuple[GeneSegments, list[int]] | None:
+        if not gene_prompts:
+            return None
+        index = self.vocab.gene_index()
+        unknown = [g for g in gene_prompts if g not in index]
+        if unknown:
+            msg = f"`gene_prompts` genes {unknown[:5]} are not model genes."
+            raise ValueError(msg)
+        bad = {g: lv for g, lv in gene_prompts.items() if not (isinstance(lv, int | np.integer) and 0 <= lv <= 10)}
+        if bad:
+            msg = f"`gene_prompts` levels must be integers 0..10, got {bad}."
+            raise ValueError(msg)
+        present = [(index[g], int(lv)) for g, lv in gene_prompts.items() if lv > 0]
+        banned = [index[g] for g, lv in gene_prompts.items() if lv == 0]
+        ids = np.tile(np.array([i for i, _ in present], dtype=np.int64), n)
+        levels = np.tile(np.array([lv for _, lv in present], dtype=np.int64), n)
+        offsets = np.arange(n + 1, dtype=np.int64) * len(present)
+        return GeneSegments(ids, levels, offsets), banned
+
+    def fit_debinning(self, adata: AnnData, *, chunk_size: int = 4096) -> None:
+        """Learn the de-binning table of :meth:`generate` from log-normalised reference cells.
+
+        Use it for a model imported from the original checkpoint, which carries no table.
+
+        Parameters
+        ----------
+        adata
+            Log-normalised reference cells.
+        chunk_size
+            Cells read at a time.
+        """
+        source = self._source(adata, context=False, where="fit_debinning")
+        self.debin_table_ = debinning_table(
+            (X for _, X, _ in source.iter_chunks(chunk_size)), source.col_token, len(self.vocab)
+        )
