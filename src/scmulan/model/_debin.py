@@ -34,7 +34,15 @@ def debinning_table(chunks: Iterable[sparse.csr_matrix], col_token: np.ndarray, 
         seg = gene_segments(X, col_token, order="ascending")
         np.add.at(sums, (seg.ids, seg.levels), seg.values)
         np.add.at(counts, (seg.ids, seg.levels), 1)
-    level_mean = sums.sum(0) / np.maximum(counts.sum(0), 1)  # per level over all genes
+    n_level = counts.sum(0)
+    level_mean = sums.sum(0) / np.maximum(n_level, 1)  # per level over all genes
+    # A level never observed in the data (level 1 usually: one count already exceeds a tenth of a cell's maximum
+    # after log-normalisation) takes a value interpolated between the observed levels (and 0 at level 0).
+    seen = np.flatnonzero(n_level[1:] > 0) + 1
+    if len(seen):
+        known_levels = np.concatenate([[0], seen])
+        known_values = np.concatenate([[0.0], level_mean[seen]])
+        level_mean = np.interp(np.arange(11), known_levels, known_values)
     table = np.where(counts > 0, sums / np.maximum(counts, 1), level_mean[None, :])
     table[:, 0] = 0.0  # level 0 means not expressed
     return table.astype(np.float32)

@@ -111,8 +111,10 @@ class TrainingSentenceDataset(IterableDataset):
         return state
 
     def _chunk_cells(self, n_parts: int) -> int:
-        # Never fewer chunks than parts, so every rank and worker gets work even on a small dataset.
-        return max(1, min(self.chunk_size, math.ceil(self.n_cells / n_parts)))
+        # As many chunks as `chunk_size` needs (a multiple of the parts, so every rank and worker gets work), each
+        # as even as possible, so an epoch pads at most n_chunks - 1 cells instead of up to a whole chunk.
+        n_chunks = math.ceil(self.n_cells / (self.chunk_size * n_parts)) * n_parts
+        return max(1, math.ceil(self.n_cells / n_chunks))
 
     def batches_per_chunk(self, n_parts: int) -> int:
         """Number of batches every chunk yields."""

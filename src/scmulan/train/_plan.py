@@ -137,14 +137,17 @@ class CSentenceTrainingPlan(pl.LightningModule):
         self.log(f"{stage}_value_loss", out.value, sync_dist=True, **epoch)
         if stage == "train":
             self.log("train_loss_step", out.loss, on_step=True, on_epoch=False, batch_size=B)
+        # Every task is logged on every step and rank, weighted by its number of sentences in the batch (0 when
+        # absent), so the epoch averages are exact and the same keys are synchronised across processes.
         tasks = batch["task"]
         for k, name in enumerate(TASKS):
             sel = tasks == k
             n = int(sel.sum())
-            if n:  # per-task terms are per process (no sync): ranks may see different task mixes
-                per_task = {"on_step": False, "on_epoch": True, "batch_size": n}
-                self.log(f"{stage}_entity_loss_{name}", out.per_sentence_entity[sel].nanmean(), **per_task)
-                self.log(f"{stage}_accuracy_{name}", out.hits[sel].nanmean(), **per_task)
+            entity = out.per_sentence_entity[sel].nanmean() if n else out.loss.new_zeros(())
+            hits = out.hits[sel].nanmean() if n else out.loss.new_zeros(())
+            per_task = {"on_step": False, "on_epoch": True, "batch_size": n, "sync_dist": True}
+            self.log(f"{stage}_entity_loss_{name}", entity.detach(), **per_task)
+            self.log(f"{stage}_accuracy_{name}", hits, **per_task)
         return out.loss
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
