@@ -34,7 +34,7 @@ def _scores(truth, pred) -> tuple[float, float]:
     return accuracy_score(truth, pred), f1_score(truth, pred, average="macro")
 
 
-def run(outdir: str | Path, *, epochs: int = 30, config: str = "small", seed: int = 0, quiet: bool = False) -> dict:
+def run(outdir: str | Path, *, epochs: int = 30, config: str = "tiny", seed: int = 0, quiet: bool = False) -> dict:
     """Run the demo; returns the scores.
 
     Parameters
@@ -92,7 +92,6 @@ def run(outdir: str | Path, *, epochs: int = 30, config: str = "small", seed: in
             tasks=("generation", "annotation"),
             train_size=1.0,
             batch_size=32,
-            lr=2e-3,
             seed=seed,
             enable_progress_bar=not quiet,
         )
@@ -113,7 +112,9 @@ def run(outdir: str | Path, *, epochs: int = 30, config: str = "small", seed: in
     print(f"      {low:.1%} of cells have confidence < 0.5")
 
     query.obs["true_cell_type"] = truth["cell_type"].to_numpy()
-    scmulan.pl.umap(query, color=["scmulan_fine", "true_cell_type"], show=False, save=str(outdir / "umap_scmulan.png"))
+    scmulan.pl.umap(
+        query, color=["scmulan_fine", "true_cell_type"], wspace=0.6, show=False, save=str(outdir / "umap_scmulan.png")
+    )
     print(f"[5/6] embedded (obsm['X_scmulan']); UMAP -> {outdir / 'umap_scmulan.png'}")
 
     types = list(ref.obs["cell_type"].value_counts().index[:4])
@@ -138,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scmulan.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--outdir", default="scmulan_demo_output", help="output folder (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs (default: %(default)s)")
-    parser.add_argument("--config", default="small", help="model size (default: %(default)s)")
+    parser.add_argument(
+        "--config", default="tiny", choices=("tiny", "small", "base"), help="model size (default: %(default)s)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
