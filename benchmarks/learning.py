@@ -54,11 +54,15 @@ def generation_fidelity(model, real, key: str = "cell_type", n_cells: int = 30, 
     }
 
 
-def atlas(config: str, epochs: int, lr: float, seed: int, n_cells: int, n_genes: int, marker_strength: float = 1.0) -> dict:
+def atlas(
+    config: str, epochs: int, lr: float, seed: int, n_cells: int, n_genes: int, marker_strength: float = 1.0
+) -> dict:
     """Pre-train on the synthetic atlas and evaluate on held-out cells."""
     import scmulan
 
-    data = scmulan.datasets.synthetic_atlas(n_cells=n_cells, n_genes=n_genes, marker_strength=marker_strength, seed=seed)
+    data = scmulan.datasets.synthetic_atlas(
+        n_cells=n_cells, n_genes=n_genes, marker_strength=marker_strength, seed=seed
+    )
     scmulan.pp.prepare(data)
     rng = np.random.default_rng(seed)
     perm = rng.permutation(data.n_obs)
@@ -154,18 +158,24 @@ def main() -> None:
     if args.only in (None, "pbmc"):
         results["pbmc"] = pbmc(args.config, args.epochs or 30, args.lr, args.seed)
     for name, r in results.items():
-        print(f"== {name}: {r['config']}, {r['epochs']} epochs, {r['train_cells']} train / {r['test_cells']} test cells, "
-              f"trained in {r['train_seconds']:.0f}s")
+        print(
+            f"== {name}: {r['config']}, {r['epochs']} epochs, {r['train_cells']} train / {r['test_cells']} test cells, "
+            f"trained in {r['train_seconds']:.0f}s"
+        )
         for key in ("coarse", "fine", "organ", "region"):
             if key in r:
                 s = r[key]
-                print(f"   {key:7s} accuracy {s['accuracy']:.3f}  macro-F1 {s['macro_f1']:.3f}  majority {s['majority']:.3f}")
+                print(
+                    f"   {key:7s} accuracy {s['accuracy']:.3f}  macro-F1 {s['macro_f1']:.3f}  majority {s['majority']:.3f}"
+                )
         for level in ("generation", "generation_coarse"):
             if level in r:
                 g = r[level]
-                print(f"   {level}: {g['fraction_closest_to_own_type']:.2f} of {g['n_types']} types closest to their own "
-                      f"type (mean r {g['mean_r_own_type']:.3f}, margin {g['mean_margin']:+.3f}, "
-                      f"{g['mean_genes_per_generated_cell']:.0f} genes/cell)")
+                print(
+                    f"   {level}: {g['fraction_closest_to_own_type']:.2f} of {g['n_types']} types closest to their own "
+                    f"type (mean r {g['mean_r_own_type']:.3f}, margin {g['mean_margin']:+.3f}, "
+                    f"{g['mean_genes_per_generated_cell']:.0f} genes/cell)"
+                )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))

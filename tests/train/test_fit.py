@@ -12,7 +12,13 @@ import scmulan
 from scmulan.train import NonFiniteLossError
 
 FIELDS = {"organ_key": "organ", "coarse_cell_type_key": "coarse_cell_type", "cell_type_key": "cell_type"}
-RUN = {"max_epochs": 3, "batch_size": 32, "train_size": 0.8, "enable_progress_bar": False, "checkpoint_every_n_steps": 4}
+RUN = {
+    "max_epochs": 3,
+    "batch_size": 32,
+    "train_size": 0.8,
+    "enable_progress_bar": False,
+    "checkpoint_every_n_steps": 4,
+}
 
 
 class Crash(RuntimeError):
