@@ -49,9 +49,15 @@ docs: $(VENV)/.stamp-doc
 lint: $(VENV)/.stamp-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-## benchmarks: run the CPU benchmark scripts (see benchmarks/README.md)
+## benchmarks: run every benchmark script with its CPU defaults, one after the other (hours on 2 cores; see
+## benchmarks/README.md for each command on its own and the GPU settings)
 benchmarks: $(VENV)/.stamp-test
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/sentence_throughput.py
+	$(BIN)/python benchmarks/annotation_throughput.py --preset tiny small --n-cells 256 --threads 1
+	$(BIN)/python benchmarks/training_throughput.py --threads 1 --steps 10
+	$(BIN)/python benchmarks/learning.py --only atlas --marker-strength 2 --epochs 20
+	$(BIN)/python benchmarks/learning.py --only pbmc
+	PYTHON=$(BIN)/python bash benchmarks/run_compare.sh --seeds 0 1 2 3 4
 
 clean:
 	rm -rf $(VENV) docs/_build docs/generated scmulan_demo_output

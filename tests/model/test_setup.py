@@ -69,6 +69,28 @@ def test_overrides_change_the_network(atlas):
     assert len(model.module.blocks) == 1
 
 
+def test_initial_weights_follow_the_seed_not_the_global_random_state(atlas):
+    import torch
+
+    SCMULAN.setup_anndata(atlas, cell_type_key="cell_type")
+    first = SCMULAN(atlas, config="tiny").module.state_dict()
+    torch.rand(1000)  # whatever ran before in the process
+    state = torch.get_rng_state()
+    again = SCMULAN(atlas, config="tiny").module.state_dict()
+    assert torch.equal(torch.get_rng_state(), state)  # building a model leaves the global stream alone
+    other = SCMULAN(atlas, config="tiny", seed=1).module.state_dict()
+    for name, weight in first.items():
+        assert torch.equal(weight, again[name]), name
+    assert not torch.equal(first["blocks.0.attn.qkv.weight"], other["blocks.0.attn.qkv.weight"])
+    torch.manual_seed(3)
+    unseeded = SCMULAN(atlas, config="tiny", seed=None).module.state_dict()
+    torch.manual_seed(3)
+    assert torch.equal(
+        unseeded["blocks.0.attn.qkv.weight"],
+        SCMULAN(atlas, config="tiny", seed=None).module.state_dict()["blocks.0.attn.qkv.weight"],
+    )
+
+
 def test_missing_labels_are_allowed(atlas):
     values = atlas.obs["cell_type"].astype(object).to_numpy()
     values[::4] = np.nan

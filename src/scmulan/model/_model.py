@@ -66,6 +66,10 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
         Restrict the model's gene set to these genes (e.g. highly variable genes); default: every gene of ``adata``.
     max_length
         Longest sentence; cells expressing more model genes keep their most highly expressed ones.
+    seed
+        Seed of the network's initial weights, so that the same call builds the same model whatever ran before it
+        in the process (torch's global random state is left untouched). ``None`` draws them from torch's global
+        random state instead (e.g. as set by ``scvi.settings.seed``).
     **overrides
         Fields of :class:`~scmulan.nn.TransformerConfig` to change (``n_layer``, ``n_embd``, ``dropout``…).
 
@@ -105,6 +109,7 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
         *,
         genes: Sequence[str] | None = None,
         max_length: int = DEFAULT_MAX_LENGTH,
+        seed: int | None = 0,
         **overrides: Any,
     ) -> None:
         if adata is None:
@@ -133,9 +138,13 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
         }
         vocab = Vocabulary.build(names, metadata)
         net_config = TransformerConfig.from_preset(config, vocab_size=len(vocab), **overrides)
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            network = CSentenceTransformer(net_config)
         self._set_parts(
             vocab,
-            CSentenceTransformer(net_config),
+            network,
             obs_keys=obs_keys,
             layer=setup.get("layer"),
             gene_symbols=setup.get("gene_symbols_key"),
