@@ -80,7 +80,9 @@ def register(commands: Any, *, parents: list[argparse.ArgumentParser]) -> None:
     training.add_argument(
         "--lr", type=float, default=None, metavar="LR", help="peak learning rate (AdamW; default: by model width)"
     )
-    training.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the data split and the run")
+    training.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="seed of the initial weights, the data split and the run"
+    )
     training.add_argument(
         "--corpus", nargs="+", default=None, metavar="SHARD", help="further .h5ad shards streamed from disk"
     )
@@ -139,7 +141,7 @@ def run_train(args: argparse.Namespace) -> str:
         extra_metadata_keys=args.extra_metadata_keys,
         **keys,
     )
-    model = SCMULAN(adata, config=args.config, max_length=args.max_length)
+    model = SCMULAN(adata, config=args.config, max_length=args.max_length, seed=args.seed)
     logger.info("%s", model._model_summary_string)
     with lightning_logs(args.verbose):
         model.train(
