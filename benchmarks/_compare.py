@@ -7,7 +7,8 @@ inside the functions that need them.
 The synthetic-atlas scripts (annotation, embedding, generation, metadata) share one scmulan model per split seed:
 trained on the stratified 80 % of the atlas with all three tasks (generation, annotation, metadata) and saved under
 ``benchmarks/results/models/`` so that the next script loads it instead of training again (``--retrain`` ignores the
-cache). The key of a saved model is every setting that changes it (data, split, config, epochs, tasks, seed).
+cache). The key of a saved model is every setting that changes it (data, split, config, epochs, tasks, seed) and a
+fingerprint of scmulan's source code, so that a model trained by other code is never reused.
 """
 
 from __future__ import annotations
@@ -163,6 +164,20 @@ def dense(x) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------- scmulan
 
 
+def code_fingerprint() -> str:
+    """Short SHA-256 of scmulan's source files (the ``.py`` files of the imported package), for the model cache key."""
+    import hashlib
+
+    import scmulan
+
+    digest = hashlib.sha256()
+    root = Path(scmulan.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def _model_dir(key: dict) -> Path:
     name = "-".join(f"{k}{v}" for k, v in key.items() if k not in ("fields", "tasks"))
     name += "-" + "+".join(t[:3] for t in key["tasks"])
@@ -191,7 +206,9 @@ def train_scmulan(
     import scmulan
 
     key = {"data": dataset, **(extra_key or {}), "cfg": config, "ep": epochs, "lr": lr or "auto", "bs": batch_size}
-    key.update({"seed": seed, "n": ref.n_obs, "fields": tuple(fields), "tasks": tuple(tasks)})
+    key.update(
+        {"seed": seed, "n": ref.n_obs, "code": code_fingerprint(), "fields": tuple(fields), "tasks": tuple(tasks)}
+    )
     path = _model_dir(key)
     info_file = path / "benchmark_info.json"
     scmulan.SCMULAN.setup_anndata(ref, **{f"{f}_key": f for f in fields})

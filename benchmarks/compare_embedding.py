@@ -61,7 +61,7 @@ def batch_asw(emb: np.ndarray, labels: np.ndarray, batches: np.ndarray) -> float
     for lab in np.unique(labels):
         sel = labels == lab
         b = batches[sel]
-        if len(np.unique(b)) < 2 or sel.sum() < 3 or min(np.unique(b, return_counts=True)[1]) < 1:
+        if not 2 <= len(np.unique(b)) < sel.sum():  # silhouettes need 2 .. n_cells - 1 batches
             continue
         s = silhouette_samples(emb[sel], b)
         scores.append(np.mean(1 - np.abs(s)))

@@ -7,7 +7,11 @@ real cells, scored with exactly the same metrics and sample sizes:
   type classifier below does not learn from) — what a perfect generator would give
   (they differ from the held-out cells only by sampling);
 - ``pool`` (no conditioning): cells drawn at random from the whole training pool, whatever their type — what a
-  generator that ignores the condition would give at best.
+  generator that ignores the condition would give at best;
+- ``real_binned`` (quantisation alone): the ``real_train`` cells written as c-sentence levels (ten bins per cell)
+  and read back through the model's de-binning table, as generated cells are. A generated cell can take at most
+  ten values per gene; this row shows how much of the distance to real cells that quantisation alone causes, so that
+  the gap between ``real_binned`` and ``scmulan`` is what the model itself gets wrong.
 
 A good conditional generator sits near ``real_train``; one that ignores the condition sits near ``pool``.
 
@@ -21,7 +25,8 @@ type (log-normalised, all genes):
   other type (> 0: the set is closest to its own type; ``benchmarks/learning.py``'s ``generation_fidelity``), and
   ``closest_own``: the fraction of types with margin > 0;
 - ``zero_mae``: mean absolute difference of the per-gene fractions of zeros (0 = the same dropout pattern);
-- ``mmd``: squared MMD (unbiased) with an RBF kernel, bandwidth the median pairwise distance (median heuristic), and
+- ``mmd``: squared MMD (unbiased) with an RBF kernel whose bandwidth is the median pairwise distance of the real
+  training cells (median heuristic; one bandwidth per split, so that every set is measured with the same kernel), and
   ``energy``: the energy distance, both in a 30-component PCA fitted on the real training cells;
 - ``c2st_auroc``: classifier two-sample test — a random forest (100 trees) separating the real held-out cells of the
   type from the set, in the same PCA, 5-fold cross-validated AUROC (0.5 = indistinguishable, 1 = fully separable);
@@ -48,7 +53,7 @@ import time
 import _compare as C
 import numpy as np
 
-SOURCES = ("scmulan", "real_train", "pool")
+SOURCES = ("scmulan", "real_binned", "real_train", "pool")
 METRICS = (
     "mean_r",
     "own_margin",
@@ -62,19 +67,25 @@ METRICS = (
 )
 
 
-def mmd_rbf(x: np.ndarray, y: np.ndarray) -> float:
-    """Unbiased squared MMD with an RBF kernel; bandwidth: the median pairwise distance of the pooled sample."""
+def mmd_rbf(x: np.ndarray, y: np.ndarray, sigma: float) -> float:
+    """Unbiased squared MMD with an RBF kernel of bandwidth ``sigma`` (the same for every set compared)."""
     from scipy.spatial.distance import cdist
 
     z = np.vstack([x, y])
-    d = cdist(z, z)
-    sigma = np.median(d[np.triu_indices(len(z), 1)])
-    k = np.exp(-(d**2) / (2 * max(sigma, 1e-12) ** 2))
+    k = np.exp(-(cdist(z, z) ** 2) / (2 * max(sigma, 1e-12) ** 2))
     n, m = len(x), len(y)
     kxx, kyy, kxy = k[:n, :n], k[n:, n:], k[:n, n:]
     return float(
         (kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean()
     )
+
+
+def median_distance(x: np.ndarray, seed: int, n: int = 1000) -> float:
+    """Median pairwise distance of (up to ``n`` of) the rows of ``x``: the MMD bandwidth (median heuristic)."""
+    from scipy.spatial.distance import pdist
+
+    rows = np.random.default_rng(seed).permutation(len(x))[:n]
+    return float(np.median(pdist(x[rows])))
 
 
 def energy_distance(x: np.ndarray, y: np.ndarray) -> float:
@@ -102,6 +113,18 @@ def c2st_auroc(real: np.ndarray, other: np.ndarray, seed: int) -> float:
     return float(roc_auc_score(y, p))
 
 
+def binned(cells: np.ndarray, table: np.ndarray, gene_ids: np.ndarray) -> np.ndarray:
+    """Real cells through scmulan's per-cell binning and a de-binning table: what generated cells can look like."""
+    from scmulan.sentence import expression_levels
+
+    rows, cols = np.nonzero(cells > 0)
+    values = cells[rows, cols]
+    levels = expression_levels(values, cells.max(1)[rows])
+    out = np.zeros_like(cells)
+    out[rows, cols] = table[gene_ids[cols], levels]
+    return out
+
+
 def between_type_r(means: dict) -> float:
     """Mean Pearson r between the per-gene means of every pair of types (1: the types are indistinguishable)."""
     m = np.stack(list(means.values()))
@@ -109,7 +132,9 @@ def between_type_r(means: dict) -> float:
     return float(r[np.triu_indices(len(m), 1)].mean())
 
 
-def set_scores(cells: np.ndarray, real: np.ndarray, real_means: dict, t: str, project, classifier, seed) -> dict:
+def set_scores(
+    cells: np.ndarray, real: np.ndarray, real_means: dict, t: str, project, classifier, seed: int, sigma: float
+) -> dict:
     """Every metric of one set of cells (``cells``, log-normalised, cells x genes) against held-out real cells."""
     gm = cells.mean(0)
     r = {u: float(np.corrcoef(gm, m)[0, 1]) if gm.std() > 0 else 0.0 for u, m in real_means.items()}
@@ -119,7 +144,7 @@ def set_scores(cells: np.ndarray, real: np.ndarray, real_means: dict, t: str, pr
         "own_margin": r[t] - max(v for u, v in r.items() if u != t),
         "closest_own": float(r[t] > max(v for u, v in r.items() if u != t)),
         "zero_mae": float(np.abs((cells == 0).mean(0) - (real == 0).mean(0)).mean()),
-        "mmd": mmd_rbf(pc_cells, pc_real),
+        "mmd": mmd_rbf(pc_cells, pc_real, sigma),
         "energy": energy_distance(pc_cells, pc_real),
         "c2st_auroc": c2st_auroc(pc_real, pc_cells, seed),
         "type_accuracy": float((classifier.predict(cells) == t).mean()),
@@ -137,6 +162,9 @@ def run_split(args, data, seed: int) -> dict:
     coarse_of = dict(zip(ref.obs["cell_type"].astype(str), ref.obs["coarse_cell_type"].astype(str), strict=True))
     values, counts = np.unique(y_test, return_counts=True)
     types = [t for t, c in zip(values, counts, strict=True) if c >= 10 and (y_train == t).sum() >= 20]
+    if not types:
+        msg = f"seed {seed}: no cell type has 10 held-out and 20 training cells; use a larger atlas (--atlas-cells)"
+        raise SystemExit(msg)
 
     C.log(f"seed {seed}: scmulan ({args.config}, {args.epochs} epochs)")
     model, info = C.atlas_model(args, ref, seed)
@@ -150,12 +178,14 @@ def run_split(args, data, seed: int) -> dict:
     C.log(f"seed {seed}: generated {len(X_gen)} cells in {gen_seconds:.0f} s; scoring")
 
     project = C.pca_fit(X_train, 30, seed)
+    sigma = median_distance(project(X_train), seed)
     # The type classifier learns from one half of the training cells; the `real_train` reference is drawn from the
     # other half, so that it is scored on cells the classifier never saw, like the generated ones.
     half_a, half_b = C.split(y_train, seed, test_size=0.5)
     classifier = C.logreg_fit(X_train[half_a], y_train[half_a], seed=seed)
     ceiling = float((classifier.predict(X_test) == y_test).mean())
     real_means = {t: X_test[y_test == t].mean(0) for t in types}
+    gene_ids = model.vocab.token_ids("gene", list(data.var_names))
     rng = np.random.default_rng(seed)
     per_type = {s: {} for s in SOURCES}
     set_means = {s: {} for s in SOURCES}
@@ -163,13 +193,15 @@ def run_split(args, data, seed: int) -> dict:
         real = X_test[y_test == t]
         own_train = half_b[y_train[half_b] == t]
         n = min(args.n_generated, len(own_train))
+        real_train = X_train[rng.choice(own_train, n, replace=False)]
         sets = {
             "scmulan": X_gen[gen_types == t][:n],
-            "real_train": X_train[rng.choice(own_train, n, replace=False)],
+            "real_binned": binned(real_train, model.debin_table_, gene_ids),
+            "real_train": real_train,
             "pool": X_train[rng.choice(len(X_train), n, replace=False)],
         }
         for s, cells in sets.items():
-            per_type[s][t] = set_scores(cells, real, real_means, t, project, classifier, seed)
+            per_type[s][t] = set_scores(cells, real, real_means, t, project, classifier, seed, sigma)
             set_means[s][t] = cells.mean(0)
     scores = {s: {m: float(np.mean([v[m] for v in per_type[s].values()])) for m in METRICS} for s in SOURCES}
     for s in SOURCES:
@@ -184,6 +216,7 @@ def run_split(args, data, seed: int) -> dict:
         "classifier_ceiling": ceiling,
         "real_genes_per_cell": float((X_test > 0).sum(1).mean()),
         "real_between_type_r": real_between,
+        "mmd_bandwidth": sigma,
         "generation_seconds": gen_seconds,
         "ended_fraction": float(generated.obs["ended"].mean()),
         "scmulan_training": info,
@@ -232,15 +265,16 @@ PER_TYPE = (
 
 
 def per_type_table(runs: list[dict]) -> str:
-    """Markdown table: per requested type, scmulan's and ``real_train``'s main metrics."""
+    """Markdown table: per requested type, the main metrics of scmulan, ``real_binned`` and ``real_train``."""
     types = sorted({t for r in runs for t in r["types"]})
-    header = ["cell type", *(f"{label} {s}" for _, label in PER_TYPE for s in ("scmulan", "real"))]
+    shown = {"scmulan": "scmulan", "real_binned": "binned", "real_train": "real"}
+    header = ["cell type", *(f"{label} {name}" for _, label in PER_TYPE for name in shown.values())]
     rows = []
     for t in types:
         cells = [
             C.fmt(C.mean_sd([r["per_type"][s][t][m] for r in runs if t in r["per_type"][s]]), 2)
             for m, _ in PER_TYPE
-            for s in ("scmulan", "real_train")
+            for s in shown
         ]
         rows.append([t, *cells])
     return C.markdown_table(header, rows)
