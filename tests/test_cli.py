@@ -237,6 +237,28 @@ def test_unknown_model_is_a_data_error(capsys, files, tmp_path):
     assert "--meta-info" in stderr
 
 
+def test_unsafe_vocabulary_file_is_a_data_error(capsys, files, tmp_path):
+    import torch
+
+    from scmulan.hub import LEGACY_KEY_MAP, config_from_model_args
+    from scmulan.nn import CSentenceTransformer
+
+    model_args = {"block_size": 64, "vocab_size": 20, "n_layer": 1, "n_head": 2, "n_embd": 8, "bias": False}
+    model_args |= {"dropout": 0.0, "expression_level": 10, "ele": 1}
+    net = CSentenceTransformer(config_from_model_args(model_args))
+    legacy_name = {dst.replace("{i}", "0"): src.replace("{i}", "0") for src, dst in LEGACY_KEY_MAP.items()}
+    state = {legacy_name[key]: tensor for key, tensor in net.state_dict().items()}
+    torch.save({"model": state, "model_args": model_args}, tmp_path / "ckpt.pt")
+    torch.save({"token_set": torch.zeros(3)}, tmp_path / "meta_info.pt")  # a tensor: refused, never unpickled
+    argv = ["annotate", files["query"], "-o", tmp_path / "o.h5ad", "--model", tmp_path / "ckpt.pt"]
+    code, _, stderr = run(capsys, *argv, "--meta-info", tmp_path / "meta_info.pt")
+    assert code == 1
+    assert stderr.startswith("error: meta_info file references torch._utils.")  # one line, no traceback
+    assert stderr.endswith("only plain Python containers are allowed in a vocabulary file\n")
+    assert stderr.count("\n") == 1
+    assert not (tmp_path / "o.h5ad").exists()
+
+
 @pytest.mark.parametrize(
     "argv",
     [

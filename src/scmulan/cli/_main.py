@@ -1,14 +1,16 @@
 """The ``scmulan`` parser, the logging set-up and the exit-code policy.
 
 Exit codes: 0 success; 2 usage errors (argparse); 1 data or model errors (``ValueError``, ``KeyError``,
-``OSError`` raised by the library or by the command's own checks), printed as ``error: <message>`` on stderr,
-with the traceback only at ``-vv``; 130 when interrupted.
+``OSError``, ``FloatingPointError`` (a non-finite training loss) and ``pickle.UnpicklingError`` (a vocabulary
+file that is not plain containers) raised by the library or by the command's own checks), printed as
+``error: <message>`` on stderr, with the traceback only at ``-vv``; 130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import pickle
 import sys
 import traceback
 import warnings
@@ -91,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.verbose < 2:
                 _compact_warnings(quiet_third_party=args.verbose == 0)
             summary = args.run(args)
-    except (ValueError, KeyError, OSError, FloatingPointError) as exc:
+    except (ValueError, KeyError, OSError, FloatingPointError, pickle.UnpicklingError) as exc:
         if args.verbose >= 2:
             traceback.print_exc(file=sys.stderr)
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
