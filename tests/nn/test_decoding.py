@@ -112,24 +112,52 @@ def test_ban_prompt_matters():
 def test_constrained_greedy_only_emits_allowed_tokens(seed, n_allowed, ban_prompt):
     g = torch.Generator().manual_seed(seed)
     n_steps = 3
-    cells = H.random_cells(4, V, min_len=1, max_len=10, seed=seed)
+    if ban_prompt == "none":
+        cells = H.random_cells(4, V, min_len=1, max_len=10, seed=seed)
+        pool = torch.arange(V)
+    else:
+        # "all_but_last" bans every entity already in the sequence except the most recent one: prompts use ids
+        # 1..V/2-1 only and the constraints draw from the ids no prompt holds, and step 2 may not allow the token
+        # chosen at step 0 (banned by then), so every step keeps a choice (see the next test for when none is left)
+        cells = H.random_cells(4, V // 2, min_len=1, max_len=10, seed=seed)
+        pool = torch.arange(V // 2, V)
     ids, levels, mask = H.left_pad(cells)
-    allowed = []
-    for _ in range(n_steps):
-        m = torch.zeros(V, dtype=torch.bool)
-        # with "all_but_last" prompt entities are banned too: allow tokens no prompt contains, so a choice exists
-        pool = torch.tensor(sorted(set(range(V)) - set(ids[mask].tolist()))) if ban_prompt != "none" else None
-        pool = pool if pool is not None and len(pool) >= n_steps * 6 else torch.arange(V)
-        m[pool[torch.randperm(len(pool), generator=g)[:n_allowed]]] = True
-        allowed.append(m)
+    drawn = pool[torch.randperm(len(pool), generator=g)]
+    allowed = [torch.zeros(V, dtype=torch.bool) for _ in range(n_steps)]
+    allowed[0][drawn[:n_allowed]] = True
+    allowed[2][drawn[n_allowed : 2 * n_allowed] if ban_prompt != "none" else drawn[-n_allowed:]] = True
     allowed[1] = None  # an unconstrained step in between
     out = greedy_decode(NET, ids, levels, mask, n_steps, allowed=allowed, ban_prompt=ban_prompt)
     for step, m in enumerate(allowed):
         if m is not None:
             assert m[out.tokens[:, step]].all()
+    assert (out.probs > 0).all()
     for b, (i, lv) in enumerate(cells):
         toks, *_ = naive_greedy(NET, i, lv, n_steps, allowed=allowed, ban_prompt=ban_prompt)
         assert out.tokens[b].tolist() == toks
+
+
+def test_a_step_with_every_entity_banned_ends_the_cell():
+    # Step 2 allows only the token every cell chose at step 0, which "all_but_last" bans by then: nothing is left to
+    # choose, and the decoder emits <E> with probability 0 (never an arbitrary id with a NaN probability).
+    cells = H.random_cells(5, V // 2, min_len=1, max_len=8, seed=3)
+    ids, levels, mask = H.left_pad(cells)
+    only = torch.zeros(V, dtype=torch.bool)
+    only[V - 1] = True
+    not_end = torch.ones(V, dtype=torch.bool)
+    not_end[END] = False
+    allowed = [only, not_end, only, None]
+    out = greedy_decode(NET, ids, levels, mask, 4, allowed=allowed, ban_prompt="all_but_last", stop_at_end=True)
+    assert (out.tokens[:, 0] == V - 1).all()
+    assert (out.tokens[:, 1] != END).all()
+    assert (out.tokens[:, 2] == END).all()
+    assert (out.probs[:, 2] == 0).all()
+    assert not out.probs.isnan().any()
+    assert out.n_generated.tolist() == [3] * len(cells)
+    # the same when a static ban covers the whole vocabulary from the first step
+    out = greedy_decode(NET, ids, levels, mask, 2, banned=torch.ones(V, dtype=torch.bool))
+    assert (out.tokens == END).all()
+    assert (out.probs == 0).all()
 
 
 def test_constraints_bind_and_banned_tokens_never_appear():
@@ -332,6 +360,23 @@ def test_no_new_tokens():
     out = sample_decode(NET, torch.tensor([[1, 2]]), torch.zeros(1, 2, dtype=torch.long), None, 0)
     assert out.tokens.shape == (1, 0)
     assert out.lengths.tolist() == [0]
+
+
+@pytest.mark.parametrize("gamma", [0.0, 1.0])
+def test_a_cell_that_runs_out_of_candidates_ends_with_end(gamma):
+    # With gamma=0 <E> is never drawn while a gene is left; once every candidate is in the sentence there is nothing
+    # left to draw (only <E>, at probability 0): the cell is complete and ends with <E> instead of failing in
+    # `multinomial`. With gamma=1 the same prompt must also end within the candidates.
+    candidates = torch.zeros(V, dtype=torch.bool)
+    candidates[[END, 30, 31, 32, 33]] = True
+    cells = H.random_cells(3, 20, min_len=1, max_len=6, seed=4)
+    out = _sample(cells, 0, max_new_tokens=20, candidates=candidates, gamma=gamma)
+    assert out.ended.all()
+    for b in range(len(cells)):
+        toks = out.tokens[b, : out.lengths[b]].tolist()
+        assert toks[-1] == END
+        if gamma == 0.0:
+            assert sorted(toks[:-1]) == [30, 31, 32, 33]  # every gene first, then <E>
 
 
 def test_finished_rows_that_exhaust_their_candidates_do_not_break_the_batch():

@@ -30,7 +30,8 @@ class GreedyOutput:
     levels
         Their values ``(B, S)``: the value head at the chosen entity, rounded and clipped to ``0..n_levels-1``.
     probs
-        Probability of each chosen entity under the softmax over the entities allowed at that step ``(B, S)``.
+        Probability of each chosen entity under the softmax over the entities allowed at that step ``(B, S)``;
+        ``0`` where nothing was allowed (see :func:`greedy_decode`).
     n_generated
         ``(B,)``: ``S``, or fewer when ``stop_at_end`` and ``<E>`` was chosen (the count includes that ``<E>``).
     hidden
@@ -71,6 +72,11 @@ def greedy_decode(
     padding: Literal["left", "right"] = "left",
 ) -> GreedyOutput:
     """Greedy decoding of ``n_steps`` tokens for a padded batch of prompts.
+
+    At each step a cell takes the most likely entity that is neither ``banned``, nor outside ``allowed[step]``,
+    nor (with ``ban_prompt``) already in its sequence. A cell for which these rules leave no entity at all gets
+    ``end_id`` with probability ``0`` at that step (and, with ``stop_at_end``, counts as finished): the sentence
+    ends, as :func:`sample_decode` ends a cell whose candidates ran out.
 
     Parameters
     ----------
@@ -142,8 +148,11 @@ def greedy_decode(
         if allowed is not None and allowed[step] is not None:
             ban = ban | ~allowed[step].to(device)
         masked = logits.masked_fill(ban, NEG_INF)
-        tok = masked.argmax(dim=-1)  # (B,)
-        p = torch.softmax(masked, dim=-1)[rows, tok]
+        # A row with every entity banned has nothing to choose (all -inf: the arg-max is meaningless and the softmax
+        # NaN): it gets <E> with probability 0, as sampling ends a cell whose candidates ran out.
+        stuck = ban.all(dim=-1)  # (B,)
+        tok = torch.where(stuck, end_id, masked.argmax(dim=-1))  # (B,)
+        p = torch.where(stuck, 0.0, torch.softmax(masked, dim=-1)[rows, tok])
         lvl = values[rows, tok].round().clamp(0, max_level).long()
         tokens.append(tok)
         out_levels.append(lvl)
@@ -226,7 +235,9 @@ def sample_decode(
     probability of ``<E>`` is multiplied by ``gamma`` (the original's length control; < 1 gives longer cells), and one
     entity is drawn. Its value is the value head at that entity, rounded and clipped to ``level_range`` (``<E>``
     gets 0). A cell stops at ``<E>`` or after ``max_new_tokens``; finished cells are dropped from the batch (and the
-    cache) once they are at least ``compact_fraction`` of it, so they stop costing compute.
+    cache) once they are at least ``compact_fraction`` of it, so they stop costing compute. A cell with nothing left
+    to draw (every candidate already in its sentence, or only ``<E>`` left with ``gamma=0``) draws ``<E>``: it is
+    complete.
 
     Parameters
     ----------
@@ -278,6 +289,7 @@ def sample_decode(
     not_candidate = (
         ~candidates.to(device) if candidates is not None else torch.zeros(V, dtype=torch.bool, device=device)
     )
+    end_one_hot = torch.nn.functional.one_hot(torch.tensor(end_id, device=device), V).to(torch.float32)  # (V,)
     active = torch.arange(B, device=device)  # global row of each current row
     alive = torch.ones(B, dtype=torch.bool, device=device)
     lo, hi = level_range
@@ -297,10 +309,12 @@ def sample_decode(
             logits = logits.masked_fill(logits < kth, NEG_INF)
         probs = torch.softmax(logits, dim=-1)
         probs[:, end_id] *= gamma
+        # A row with nothing left to draw — every candidate seen (all -inf: NaN after the softmax), or only <E> left
+        # with gamma=0 (all zeros) — would make `multinomial` fail: it draws <E> for certain, which ends the cell.
         # Finished rows still in the batch (below the compaction threshold) keep drawing, and their output is
-        # discarded; once they have seen every candidate their row is all -inf (NaN after the softmax), which
-        # `multinomial` rejects. Give them a certain draw of <E> instead.
-        probs = torch.where(alive[:, None], probs, torch.nn.functional.one_hot(torch.tensor(end_id, device=device), V))
+        # discarded: they also get a certain <E>.
+        drawable = alive & (probs.sum(dim=-1) > 0)  # False for NaN sums too
+        probs = torch.where(drawable[:, None], probs, end_one_hot)
         tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (b,)
         rows = torch.arange(b, device=device)
         lvl = values[rows, tok].round().clamp(lo, hi).long()
