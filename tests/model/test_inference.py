@@ -117,3 +117,92 @@ def test_metadata_fields_the_model_cannot_predict_are_refused(trained, query):
     assert trained.metadata_fields_ == ["organ", "region"]
     with pytest.raises(ValueError, match="cannot predict \\['sex'\\]"):
         trained.predict_metadata(query, ["sex"], progress=False)
+
+
+# ---------------------------------------------------------------------------- decoding options on the original model
+
+
+@pytest.fixture(scope="module")
+def legacy_model(legacy_dir):
+    """The tiny random checkpoint in the original format, with the original vocabulary (2,222 tokens)."""
+    import scmulan
+
+    return scmulan.SCMULAN.from_legacy_checkpoint(legacy_dir / "tiny_ckpt.pt", legacy_dir / "meta_info.pt")
+
+
+@pytest.fixture(scope="module")
+def legacy_cells(legacy_dir):
+    import anndata as ad
+
+    return ad.read_h5ad(legacy_dir / "prepared_input_2000.h5ad")
+
+
+@pytest.fixture
+def decoded(monkeypatch):
+    """Spy on the decoder the model calls: the keyword arguments and raw outputs of every call."""
+    from scmulan.model import _infer_mixin
+
+    calls = []
+    original = _infer_mixin.decode_cells
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        calls.append((kwargs, out))
+        return out
+
+    monkeypatch.setattr(_infer_mixin, "decode_cells", spy)
+    return calls
+
+
+def _expected_labels(model, tokens, field):
+    """Oracle: a decoded id's category when it belongs to ``field``, else Unclassified."""
+    vocab = model.vocab
+    members = set(vocab.field_ids(field))
+    return [vocab.token(int(t))[1] if int(t) in members else "Unclassified" for t in tokens]
+
+
+def test_unconstrained_outputs_outside_the_field_are_unclassified(legacy_model, legacy_cells, decoded):
+    labels = legacy_model.annotate(legacy_cells, constrained=False, progress=False)
+    ((kwargs, out),) = decoded
+    assert kwargs["allowed"] is None
+    assert kwargs["banned"] is None
+    gene_ids = set(legacy_model.vocab.gene_ids)
+    assert any(int(t) in gene_ids for t in out.tokens[:, :2].ravel())  # the random model really decodes genes here
+    assert labels["coarse"].astype(str).tolist() == _expected_labels(legacy_model, out.tokens[:, 0], "coarse_cell_type")
+    assert labels["fine"].astype(str).tolist() == _expected_labels(legacy_model, out.tokens[:, 1], "cell_type")
+    genes = set(legacy_model.vocab.genes)
+    assert not (set(labels["coarse"].astype(str)) | set(labels["fine"].astype(str))) & genes
+
+
+def test_restrict_to_cell_types_applies_without_legacy(legacy_model, legacy_cells, decoded):
+    labels = legacy_model.annotate(legacy_cells, constrained=False, restrict_to_cell_types=True, progress=False)
+    ((kwargs, out),) = decoded
+    vocab = legacy_model.vocab
+    keep = vocab.field_mask("coarse_cell_type") | vocab.field_mask("cell_type")
+    keep[vocab.end_id] = True
+    assert np.array_equal(kwargs["banned"], ~keep)
+    assert keep[out.tokens[:, :2]].all()
+    assert labels["fine"].astype(str).tolist() == _expected_labels(legacy_model, out.tokens[:, 1], "cell_type")
+    assert (labels["fine"].astype(str) != "Unclassified").any()  # real cell types now reach the labels
+
+
+def test_exclude_unclassified_removes_it_from_both_steps(legacy_model, legacy_cells, decoded):
+    labels = legacy_model.annotate(legacy_cells, exclude_unclassified=True, progress=False)
+    ((kwargs, _),) = decoded
+    unclassified = legacy_model.vocab.token_id("cell_type", "Unclassified")
+    assert unclassified == legacy_model.vocab.token_id("coarse_cell_type", "Unclassified")
+    assert kwargs["allowed"][0].sum() == len(legacy_model.vocab.field_ids("coarse_cell_type")) - 1
+    assert not kwargs["allowed"][0][unclassified]
+    assert not kwargs["allowed"][1][unclassified]
+    assert "Unclassified" not in set(labels["coarse"].astype(str)) | set(labels["fine"].astype(str))
+
+
+def test_exclude_unclassified_with_nothing_else_is_refused(toy_cells):
+    import scmulan
+
+    cells = toy_cells(20, 30)
+    cells.obs["coarse_cell_type"] = pd.Categorical(["Unclassified"] * cells.n_obs)
+    scmulan.SCMULAN.setup_anndata(cells, coarse_cell_type_key="coarse_cell_type", cell_type_key="cell_type")
+    model = scmulan.SCMULAN(cells, config="tiny")
+    with pytest.raises(ValueError, match="leaves no 'coarse_cell_type' category to decode"):
+        model.annotate(cells, exclude_unclassified=True, progress=False)

@@ -62,6 +62,7 @@ def test_end_to_end_annotation(dataset, request):
         "constrained": True,
         "legacy": False,
         "exclude_unclassified": False,
+        "restrict_to_cell_types": False,
         "use_metadata": True,
         "batch_size": 32,
     }
@@ -72,6 +73,20 @@ def test_end_to_end_annotation(dataset, request):
     np.testing.assert_allclose(query.obsm["X_scmulan"], embedding, atol=1e-6)
     assert (query.X != X).nnz == 0
     assert "_scvi_uuid" not in query.uns
+
+
+def test_unconstrained_options_reach_the_model(atlas_model, atlas_query):
+    # restrict_to_cell_types is passed on (and recorded); without the constraint, labels stay within each field
+    scmulan.tl.annotate(atlas_query, atlas_model, constrained=False, restrict_to_cell_types=True, progress=False)
+    params = atlas_query.uns["scmulan"]["annotate"]["params"]
+    assert params["constrained"] is False
+    assert params["restrict_to_cell_types"] is True
+    labels = atlas_model.annotate(atlas_query, constrained=False, restrict_to_cell_types=True, progress=False)
+    assert list(atlas_query.obs["scmulan_fine"].astype(str)) == list(labels["fine"].astype(str))
+    free = atlas_model.annotate(atlas_query, constrained=False, progress=False)
+    for frame in (labels, free):
+        assert set(frame["coarse"].astype(str)) <= {*atlas_model.vocab.categories("coarse_cell_type"), "Unclassified"}
+        assert set(frame["fine"].astype(str)) <= {*atlas_model.vocab.categories("cell_type"), "Unclassified"}
 
 
 def test_key_added(atlas_model, atlas_query):

@@ -48,14 +48,17 @@ class InferenceMixin:
         adata
             Log-normalised cells (any AnnData; it need not be registered or labelled).
         constrained
-            Step 1 may only emit coarse-type entities, step 2 only fine-type entities.
+            Step 1 may only emit coarse-type entities, step 2 only fine-type entities. Without the constraint any
+            entity may be decoded, and a step whose output is not a category of its field (a gene, a metadata token,
+            ``<E>``…) is labelled ``"Unclassified"`` (its confidence is still the probability of what was decoded).
         legacy
             Decode exactly as the original scMulan: prompt entities banned except the last, no class constraint,
             3 steps, a non-cell-type output becomes ``"Unclassified"``; the embedding is the original's ``X_scMulan``.
         exclude_unclassified
             Never emit ``Unclassified`` (constrained mode).
         restrict_to_cell_types
-            Legacy mode: only cell-type entities and ``<E>`` may be decoded (the original's ``ignore_Idx`` option).
+            Only cell-type entities (coarse and fine) and ``<E>`` may be decoded: the original's ``ignore_Idx``
+            option, for legacy or unconstrained decoding (constrained decoding already implies it).
         use_metadata
             Put the metadata the query has (the model's registered ``obs`` columns) in the prompt.
         batch_size, device
@@ -80,12 +83,12 @@ class InferenceMixin:
             adata, context=use_metadata and not legacy and not legacy_vocab, exclude=fields, layer=None
         )
         device = resolve_device(device)
+        banned = None
+        if restrict_to_cell_types:
+            keep = self._cell_type_mask()
+            keep[self.vocab.end_id] = True
+            banned = ~keep
         if legacy:
-            banned = None
-            if restrict_to_cell_types:
-                keep = self._cell_type_mask()
-                keep[self.vocab.end_id] = True
-                banned = ~keep
             out = decode_cells(
                 self.module,
                 self.vocab,
@@ -116,6 +119,12 @@ class InferenceMixin:
                 for mask, f in zip(allowed, fields, strict=True):
                     if self.vocab.has_token(f, UNCLASSIFIED):
                         mask[self.vocab.token_id(f, UNCLASSIFIED)] = False
+                    if not mask.any():
+                        msg = (
+                            f"`exclude_unclassified=True` leaves no {f!r} category to decode (the model knows only "
+                            f"{UNCLASSIFIED!r}); pass `exclude_unclassified=False`."
+                        )
+                        raise ValueError(msg)
             n_steps = max(2, len(fields))
             if allowed is not None and len(allowed) < n_steps:
                 allowed = allowed + [None] * (n_steps - len(allowed))
@@ -126,13 +135,16 @@ class InferenceMixin:
                 task="<annotate>",
                 n_steps=n_steps,
                 allowed=allowed,
+                banned=banned,
                 use_context=True,
                 batch_size=batch_size,
                 max_genes=self._max_genes(len(source.obs_keys)),
                 device=device,
                 progress=progress,
             )
-            names = [self._names(out.tokens[:, j]) for j in range(len(fields))]
+            # each step's output must be a category of its field; anything else (possible without the constraint)
+            # is no label: Unclassified, as in legacy mode
+            names = [self._names(out.tokens[:, j], valid=self.vocab.field_mask(f)) for j, f in enumerate(fields)]
             coarse, fine = (names[0], names[1]) if len(fields) == 2 else (names[0], names[0])
             p1 = out.probs[:, 0]
             p2 = out.probs[:, 1] if len(fields) == 2 else np.ones_like(p1)

@@ -23,6 +23,7 @@ def annotate(
     constrained: bool = True,
     legacy: bool = False,
     exclude_unclassified: bool = False,
+    restrict_to_cell_types: bool = False,
     use_metadata: bool = True,
     batch_size: int = 64,
     device: str = "auto",
@@ -45,12 +46,16 @@ def annotate(
     key_added
         Prefix of the keys written.
     constrained
-        Step 1 may only emit coarse types and step 2 only fine types.
+        Step 1 may only emit coarse types and step 2 only fine types. Without the constraint, an output that is not a
+        category of its field (e.g. a gene) is labelled ``Unclassified``.
     legacy
         Reproduce the original scMulan exactly (no class constraint, prompt entities banned except the last, any
         non-cell-type output becomes ``Unclassified``; the embedding is the original's ``X_scMulan``).
     exclude_unclassified
         Never predict ``Unclassified`` (constrained mode).
+    restrict_to_cell_types
+        Only cell types and the end token may be decoded (the original's ``ignore_Idx`` option; for ``legacy=True``
+        or ``constrained=False``, which decode freely otherwise).
     use_metadata
         Give the model the metadata columns the query has (those the model was trained with).
     batch_size
@@ -83,6 +88,7 @@ def annotate(
         "constrained": constrained,
         "legacy": legacy,
         "exclude_unclassified": exclude_unclassified,
+        "restrict_to_cell_types": restrict_to_cell_types,
         "use_metadata": use_metadata,
         "batch_size": batch_size,
     }
@@ -94,6 +100,7 @@ def annotate(
         constrained=constrained,
         legacy=legacy,
         exclude_unclassified=exclude_unclassified,
+        restrict_to_cell_types=restrict_to_cell_types,
         use_metadata=use_metadata,
         batch_size=batch_size,
         device=device,
