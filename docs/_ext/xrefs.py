@@ -2,11 +2,14 @@
 
 When Sphinx cannot resolve a Python reference (``missing-reference``), these are tried in order:
 
-Public aliases
+Public aliases and the defining path
     Type hints and base classes carry the defining module of an object, e.g.
     ``torch.nn.modules.module.Module`` or ``scvi.model.base._base_model.BaseModelClass``, while inventories
     hold the public name (``torch.nn.Module``). The shortest public path that yields the same object is
-    tried, in this project and in the intersphinx inventories.
+    tried, in this project and in the intersphinx inventories. The other way round, a docstring names the
+    public path (``lightning.pytorch.Trainer``) while the project documents the object under its defining
+    module (``lightning.pytorch.trainer.trainer.Trainer``): that longer path is tried too, when it has no
+    ``_private`` component.
 
 Short names within scmulan
     A docstring says ``:meth:`to_dict``` or ``:class:`CellSource``` and means the object next to it. Sphinx
@@ -16,14 +19,18 @@ Short names within scmulan
     module, and finally as the *unique* documented scmulan object of that name. Ambiguous or unknown names
     still warn.
 
-Offline builds
+Offline builds, and objects another project does not list
     Each intersphinx project gets a second, local inventory location: an *empty* inventory written into
     ``generated/``. When the project's ``objects.inv`` cannot be downloaded (no network), Sphinx falls back
     to the empty one and logs that at info level instead of warning, so the ``-W`` build does not fail. A
     reference to such a project is then not linked, but it is still checked: the referenced object must be
     importable under a public path (no ``_private`` component), or the usual nitpicky warning is emitted.
-    With network (Read the Docs) the real inventories load and link as usual. ``SCMULAN_DOCS_OFFLINE=1``
-    skips the download attempts altogether.
+    With network (Read the Docs) the real inventories load and link as usual. The same check applies when a
+    project's inventory loaded but lists the object under none of the names above (inventories are other
+    projects' choices and change between their releases): the reference is left unlinked and logged at info
+    level, so that it cannot fail the ``-W`` build, while a name that does not import still warns.
+    References to scmulan's own objects never take this path. ``SCMULAN_DOCS_OFFLINE=1`` skips the download
+    attempts altogether.
 """
 
 from __future__ import annotations
@@ -105,6 +112,20 @@ def public_aliases(target: str) -> list[str]:
     return aliases
 
 
+def defining_path(target: str) -> str | None:
+    """The path of the object named by ``target`` in its defining module, if longer, public and different."""
+    _, attrs, obj = _split(target)
+    if obj is _MISSING or not attrs:
+        return None
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str):
+        return None
+    candidate = f"{module}.{qualname}"
+    if candidate == target or not _is_public_and_importable(candidate) or _split(candidate)[2] is not obj:
+        return None
+    return candidate
+
+
 def _is_public_and_importable(target: str) -> bool:
     modname, attrs, obj = _split(target)
     return obj is not _MISSING and not any(part.startswith("_") for part in [*modname.split("."), *attrs])
@@ -170,19 +191,27 @@ def _resolve_as(app: Sphinx, env: BuildEnvironment, node: nodes.Element, contnod
 def missing_reference(
     app: Sphinx, env: BuildEnvironment, node: nodes.Element, contnode: nodes.TextElement
 ) -> nodes.Element | None:
-    """Try public aliases and short names in scmulan, then accept importable objects of offline projects."""
+    """Try public aliases, the defining path and short names in scmulan, then accept importable external objects."""
     if node.get("refdomain") != "py" or not node.get("reftarget"):
         return None
     target = node["reftarget"]
     aliases = public_aliases(target)
-    for candidate in [*aliases, *_package_candidates(env, node)]:
+    longer = defining_path(target)
+    for candidate in [*aliases, *([longer] if longer else []), *_package_candidates(env, node)]:
         resolved = _resolve_as(app, env, node, contnode, candidate)
         if resolved is not None:
             return resolved
     project = _project_of(target, app.config.intersphinx_mapping)
-    if project is not None and project not in _loaded_projects(env):
-        if any(_is_public_and_importable(name) for name in [target, *aliases]):
-            return contnode
+    if project is not None and any(_is_public_and_importable(name) for name in [target, *aliases]):
+        if project in _loaded_projects(env):
+            logger.info(
+                "[xrefs] %s is not in the %s inventory (nor %s); left unlinked",
+                target,
+                project,
+                ", ".join([*aliases, *([longer] if longer else [])]) or "another path",
+                location=node,
+            )
+        return contnode
     return None
 
 
