@@ -109,3 +109,29 @@ def test_an_unknown_field_is_refused(trained):
 def test_n_cells_must_be_positive(trained, condition, n_cells):
     with pytest.raises(ValueError, match="`n_cells` must be >= 1"):
         trained.generate(condition, n_cells=n_cells, progress=False)
+
+
+def test_an_unknown_category_of_the_original_model_suggests_close_matches(legacy_dir):
+    # The original vocabulary has 109 fine types (in id order "Cardiomyocyte cell" is the 93rd): the error suggests
+    # the close matches of what was typed, then lists the valid ones alphabetically.
+    import scmulan
+
+    model = scmulan.SCMULAN.from_legacy_checkpoint(legacy_dir / "tiny_ckpt.pt", legacy_dir / "meta_info.pt")
+    assert len(model.vocab.categories("cell_type")) == 109
+    with pytest.raises(ValueError, match=r"Unknown 'cell_type' categories \['Cardiomyocyte'\]") as info:
+        model.generate({"organ": "Heart", "cell_type": "Cardiomyocyte"}, n_cells=1, progress=False)
+    text = str(info.value)
+    assert "did you mean ['Cardiomyocyte cell'" in text
+    assert "The model has 109 'cell_type' categories" in text
+    assert "`model.vocab.categories('cell_type')`" in text
+    valid = text[text.index("valid ones: ") + len("valid ones: ") :]
+    assert valid.index("'Adipocyte") < valid.index("'Cardiomyocyte cell'") < valid.index("'Hepatocyte'")
+    # several unknown ones get a suggestion each; the suggested spelling is accepted
+    with pytest.raises(
+        ValueError, match=r"\['Hepatocyte'.*for 'hepatocyte'; \['Cardiomyocyte cell'.*for 'Cardiomyocyte'"
+    ):
+        model.generate({"cell_type": ["hepatocyte", "Cardiomyocyte"]}, n_cells=1, progress=False)
+    cells = model.generate(
+        {"organ": "Heart", "cell_type": "Cardiomyocyte cell"}, n_cells=1, progress=False, max_length=8
+    )
+    assert cells.obs["cell_type"].tolist() == ["Cardiomyocyte cell"]

@@ -163,12 +163,21 @@ class GenerationMixin:
             cats = table[f].dropna().astype(str).unique()
             unknown = [c for c in cats if not self.vocab.has_token(f, c)]
             if unknown:
-                valid = self.vocab.categories(f)
-                msg = (
-                    f"Unknown {f!r} categories {unknown[:5]}; valid ones: {valid[:50]}{'…' if len(valid) > 50 else ''}."
-                )
-                raise ValueError(msg)
+                raise ValueError(self._unknown_categories_message(f, unknown))
         return table.loc[table.index.repeat(n_cells)].reset_index(drop=True)
+
+    def _unknown_categories_message(self, field: str, unknown: list[str]) -> str:
+        """Unknown condition categories: close matches first, then the valid ones (alphabetical, at most 50)."""
+        msg = f"Unknown {field!r} categories {unknown[:5]}{' …' if len(unknown) > 5 else ''}"
+        hints = self.vocab.suggestions(field, unknown[:5])
+        if hints:
+            msg += "; did you mean " + "; ".join(f"{close} for {u!r}" for u, close in hints.items()) + "?"
+        valid = sorted(self.vocab.categories(field), key=str.lower)
+        shown = 50
+        msg += f" The model has {len(valid)} {field!r} categories; valid ones: {valid[:shown]}"
+        if len(valid) > shown:
+            msg += f" … (all of them: `model.vocab.categories({field!r})`)"
+        return msg + "."
 
     def _gene_prompt(self, gene_prompts, n: int) -> tuple[GeneSegments, list[int]] | None:
         if not gene_prompts:

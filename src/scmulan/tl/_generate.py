@@ -37,9 +37,10 @@ def generate(
     model
         An :class:`~scmulan.SCMULAN`, a saved model directory, or a pretrained name.
     conditions
-        ``{"organ": "Heart", "cell_type": "Cardiomyocyte"}`` (one condition), ``{"cell_type": ["B cell", "NK cell"]}``
-        (one condition per list position) or a DataFrame (one row per condition, one column per field).
-        Categories must be known to the model (an unknown one raises and lists the valid ones).
+        ``{"organ": "Heart", "cell_type": "Cardiomyocyte cell"}`` (one condition; the original model's names),
+        ``{"cell_type": ["B cell", "NK cell"]}`` (one condition per list position) or a DataFrame (one row per
+        condition, one column per field). Categories must be known to the model (an unknown one raises with close
+        matches and the valid ones; ``model.vocab.categories(field)`` lists them all).
     n_cells
         Cells per condition.
     gene_prompts

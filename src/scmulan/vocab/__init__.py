@@ -258,7 +258,6 @@ class Vocabulary:
             raise UnknownTokenError(msg) from None
 
     def _unknown_message(self, field: str, unknown: Sequence[str], n_na: int = 0) -> str:
-        cats = self._index[field]
         what = "gene(s)" if field == self.GENE else f"{field!r} categor{'y' if len(unknown) == 1 else 'ies'}"
         parts = []
         if unknown:
@@ -269,13 +268,41 @@ class Vocabulary:
         examples = list(self._members[field].values())[:5]
         if examples:
             msg += f", e.g. {examples}"
-        if unknown and isinstance(unknown[0], str):
-            close = difflib.get_close_matches(unknown[0], cats, n=3)
-            if close:
-                msg += f"; did you mean {close} for {unknown[0]!r}?"
+        hints = self.suggestions(field, [u for u in unknown[:3] if isinstance(u, str)])
+        if hints:
+            msg += "; did you mean " + "; ".join(f"{close} for {u!r}" for u, close in hints.items()) + "?"
         if field == self.TASK:
             msg += "; use task_id() for task names"
         return msg
+
+    def suggestions(self, field: str, unknown: Sequence[str], n: int = 3) -> dict[str, list[str]]:
+        """Close matches among the categories of ``field`` for each unknown category that has any.
+
+        Spelling variants (:func:`difflib.get_close_matches`, ignoring case) come first, then categories the unknown one is a
+        case-insensitive prefix or word subset of (``"T"`` → ``"T cell"``), shortest first.
+
+        Parameters
+        ----------
+        field
+            The field to search.
+        unknown
+            Categories the field does not have.
+        n
+            Most matches per category.
+        """
+        cats = list(self._field_index(field))
+        lowered = {c.lower(): c for c in cats}
+        out = {}
+        for u in unknown:
+            key = str(u).lower()
+            words = set(key.split())
+            contains = [c for low, c in lowered.items() if words and (low.startswith(key) or words <= set(low.split()))]
+            contains.sort(key=len)
+            close = [lowered[c] for c in difflib.get_close_matches(key, list(lowered), n=n)]
+            matches = list(dict.fromkeys(close + contains))[:n]
+            if matches:
+                out[str(u)] = matches
+        return out
 
     def token_id(self, field: str, category: str) -> int:
         """Id of the token ``(field, category)``; ``category`` is converted to a string.
