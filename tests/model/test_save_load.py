@@ -88,6 +88,47 @@ def test_load_attaches_a_copy_of_registered_data(saved_dir, atlas):
     assert model.adata is data
 
 
+def test_load_refuses_data_with_categories_the_model_does_not_know(saved_dir, atlas, trained):
+    # Registered afresh with the saved setup, a column holding a category outside the vocabulary would be accepted
+    # and silently dropped later (or fail in training with an unrelated message): refuse it, naming the fix.
+    cells = atlas.copy()
+    fine = cells.obs["cell_type"].astype(str).to_numpy()
+    fine[:3] = "Alien"
+    fine[3] = "Martian"
+    cells.obs["cell_type"] = pd.Categorical(fine)
+    with pytest.raises(
+        ValueError, match=r"`adata.obs\['cell_type'\]` \('cell_type'\) has categories the model"
+    ) as info:
+        SCMULAN.load(saved_dir, adata=cells)
+    text = str(info.value)
+    assert "['Alien', 'Martian']" in text
+    assert "`model.finetune(adata)`" in text
+    assert "_scvi_uuid" not in cells.uns  # nothing was registered
+    assert not [c for c in cells.obs if c.startswith("_scvi")]
+    # a close spelling gets a suggestion
+    cells = atlas.copy()
+    organ = trained.vocab.categories("organ")[0]
+    cells.obs["organ"] = pd.Categorical([organ.upper()] * cells.n_obs)
+    with pytest.raises(ValueError, match=rf"did you mean \[{organ!r}.* for {organ.upper()!r}"):
+        SCMULAN.load(saved_dir, adata=cells)
+
+
+def test_load_refuses_registered_data_the_vocabulary_does_not_cover(saved_dir, atlas):
+    # data the user registered (with its own setup) are checked too: an unknown category, and a field the model lacks
+    cells = atlas.copy()
+    fine = cells.obs["cell_type"].astype(str).to_numpy()
+    fine[0] = "Alien"
+    cells.obs["cell_type"] = pd.Categorical(fine)
+    SCMULAN.setup_anndata(cells, cell_type_key="cell_type")
+    with pytest.raises(ValueError, match=r"has categories the model does not know: \['Alien'\]"):
+        SCMULAN.load(saved_dir, adata=cells)
+    cells = atlas.copy()
+    cells.obs["batch"] = pd.Categorical(["b1", "b2"] * (cells.n_obs // 2))
+    SCMULAN.setup_anndata(cells, cell_type_key="cell_type", extra_metadata_keys=["batch"])
+    with pytest.raises(ValueError, match=r"`adata.obs\['batch'\]` \('batch'\) has categories .*\['b1', 'b2'\]"):
+        SCMULAN.load(saved_dir, adata=cells)
+
+
 def test_save_anndata_round_trips_the_training_data(trained, tmp_path):
     trained.save(tmp_path / "m", save_anndata=True)
     model = SCMULAN.load(tmp_path / "m")

@@ -425,12 +425,41 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
             for key in ("_scvi_uuid", "_scvi_manager_uuid"):
                 adata.uns.pop(key, None)
             manager = None
+        # the metadata columns must hold categories of the vocabulary (checked before registering: nothing is
+        # written to a refused AnnData)
+        registry = manager.registry if manager is not None else self.registry_
+        self._check_known_categories(adata, self._registered_obs_keys(registry))
         if manager is None:
             setup = self.registry_.get("setup_args") or {}
             type(self).setup_anndata(adata, **setup)
             manager = self._get_most_recent_anndata_manager(adata, required=True)
         self._adata, self._adata_manager = adata, manager
         self._register_manager_for_instance(manager)
+
+    def _check_known_categories(self, adata: AnnData, obs_keys: dict[str, str]) -> None:
+        """Refuse metadata columns with categories (or fields) the model's vocabulary does not have."""
+        for field, key in obs_keys.items():
+            if key not in adata.obs:
+                continue  # registration names the missing column
+            values = adata.obs[key].astype("string").dropna().unique()
+            if field not in self.vocab.fields:
+                unknown = sorted(str(v) for v in values)
+            else:
+                unknown = sorted(str(v) for v in values if not self.vocab.has_token(field, str(v)))
+            if not unknown:
+                continue
+            msg = (
+                f"`SCMULAN.load(dir_path, adata)`: `adata.obs[{key!r}]` ({field!r}) has categories the model does not "
+                f"know: {unknown[:5]}{' …' if len(unknown) > 5 else ''}"
+            )
+            hints = self.vocab.suggestions(field, unknown[:3]) if field in self.vocab.fields else {}
+            if hints:
+                msg += " (did you mean " + "; ".join(f"{c} for {u!r}" for u, c in hints.items()) + "?)"
+            msg += (
+                ". Load the model without `adata`, then fine-tune with `model.finetune(adata)` to add them to the "
+                "vocabulary."
+            )
+            raise ValueError(msg)
 
     @classmethod
     def from_legacy_checkpoint(
