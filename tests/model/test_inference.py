@@ -206,3 +206,49 @@ def test_exclude_unclassified_with_nothing_else_is_refused(toy_cells):
     model = scmulan.SCMULAN(cells, config="tiny")
     with pytest.raises(ValueError, match="leaves no 'coarse_cell_type' category to decode"):
         model.annotate(cells, exclude_unclassified=True, progress=False)
+
+
+def test_data_prepared_for_another_gene_set_keep_this_models_genes(trained, query, full):
+    # prepare() against model A writes var["scmulan_gene"] with A's genes only; a model B must still find its genes
+    # (by the variables' own names), with a warning, and give exactly the outputs of the unprepared data
+    import warnings
+
+    import scmulan
+
+    labels, embedding = full
+    cells = query.copy()
+    other_genes = list(cells.var_names[:40]) + [f"NOT_HERE{i}" for i in range(10)]  # "model A"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # prepare's own low-overlap notice
+        scmulan.pp.prepare(cells, other_genes)
+    assert cells.var["scmulan_gene"].notna().sum() == 40
+    with pytest.warns(UserWarning, match=r"misses 60 of the model's genes that var_names name") as record:
+        again, again_embedding = trained.annotate(cells, return_embedding=True, progress=False)
+    (warning,) = [w for w in record if "misses 60" in str(w.message)]
+    assert warning.filename == __file__
+    _assert_same_annotation(again, labels)
+    np.testing.assert_allclose(again_embedding, embedding, atol=ATOL, rtol=0)
+    # prepared for this model: nothing to recover, no warning
+    cells = query.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scmulan.pp.prepare(cells, trained)
+        trained.annotate(cells, progress=False)
+
+
+@pytest.mark.filterwarnings("ignore:Variable names are not unique")
+def test_the_fallback_to_own_names_never_maps_a_gene_twice(toy_vocab):
+    # (gene_token_ids, used by every inference call) a var prepare marked "duplicate", or whose own name is a gene
+    # another var already has, stays unmapped; of two unresolved vars naming the same gene the first gets it
+    import anndata as ad
+
+    from scmulan.sentence import gene_token_ids
+
+    names = ["G001", "G001", "G002", "g003", "G003", "G004", "G004"]
+    cells = ad.AnnData(np.zeros((1, len(names)), dtype=np.float32), var=pd.DataFrame(index=pd.Index(names)))
+    cells.var["scmulan_gene"] = pd.Categorical(["G001", None, None, "G003", None, None, None])
+    cells.var["scmulan_gene_status"] = ["kept", "duplicate", "unknown", "case_matched", "unknown", "unknown", "unknown"]
+    with pytest.warns(UserWarning, match=r"misses 2 of the model's genes .*\['G002', 'G004'\]"):
+        ids = gene_token_ids(cells, toy_vocab)
+    token = lambda g: toy_vocab.token_id("gene", g)
+    assert ids.tolist() == [token("G001"), -1, token("G002"), token("G003"), -1, token("G004"), -1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -172,6 +173,26 @@ def test_no_shared_gene_is_an_error(atlas_model, atlas_query):
     atlas_query.var = atlas_query.var.drop(columns=["scmulan_gene", "scmulan_gene_status"], errors="ignore")
     with pytest.raises(ValueError, match="shares no gene with the model"):
         scmulan.tl.annotate(atlas_query, atlas_model, progress=False)
+
+
+@pytest.mark.parametrize(
+    "function", [scmulan.tl.annotate, scmulan.tl.embed, scmulan.tl.predict_metadata], ids=lambda f: f.__name__
+)
+def test_low_gene_overlap_warns_with_the_counts_and_the_fix(atlas_model, atlas_query, function):
+    n_model = len(atlas_model.vocab.genes)
+    few = atlas_query[:, atlas_query.var_names[:20]].copy()  # 20 of the model's 100 genes
+    assert n_model == 100
+    expected = re.escape("The data have only 20 of the model's 100 genes (20.0%, below 50%)")
+    expected += ".*" + re.escape("`scmulan.pp.prepare(adata, model)`")
+    with pytest.warns(UserWarning, match=expected) as record:
+        function(few, atlas_model, progress=False)
+    (warning,) = [w for w in record if "of the model's 100 genes" in str(w.message)]
+    assert warning.filename == __file__  # it points at the caller's line, not into scmulan
+    # half of the genes or more: no warning
+    half = atlas_query[:, atlas_query.var_names[:50]].copy()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*of the model's .* genes")
+        function(half, atlas_model, progress=False)
 
 
 def test_an_empty_anndata_is_refused(atlas_model, atlas_query):

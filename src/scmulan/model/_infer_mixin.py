@@ -46,7 +46,8 @@ class InferenceMixin:
         Parameters
         ----------
         adata
-            Log-normalised cells (any AnnData; it need not be registered or labelled).
+            Log-normalised cells (any AnnData; it need not be registered or labelled). When they have fewer than
+            ``MIN_GENE_OVERLAP`` (half) of the model's genes, a warning gives the counts.
         constrained
             Step 1 may only emit coarse-type entities, step 2 only fine-type entities. Without the constraint any
             entity may be decoded, and a step whose output is not a category of its field (a gene, a metadata token,
@@ -80,7 +81,11 @@ class InferenceMixin:
             raise ValueError(msg)
         legacy_vocab = self.legacy_ and self.vocab.is_legacy
         source = self._source(
-            adata, context=use_metadata and not legacy and not legacy_vocab, exclude=fields, layer=None
+            adata,
+            context=use_metadata and not legacy and not legacy_vocab,
+            exclude=fields,
+            layer=None,
+            where="annotate (scmulan.tl.annotate)",
         )
         device = resolve_device(device)
         banned = None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +35,9 @@ logger = logging.getLogger(__name__)
 X_KEY = "X"
 UNCLASSIFIED = "Unclassified"
 DEFAULT_MAX_LENGTH = 1550  # the original's training block size
+# Inference warns when the query has fewer than this fraction of the model's genes (the threshold below which
+# `scmulan.pp.prepare` warns too): the missing genes count as not expressed.
+MIN_GENE_OVERLAP = 0.5
 
 
 def _empty_registry() -> dict[str, Any]:
@@ -317,7 +322,16 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
         if context:
             obs_keys = {f: k for f, k in self.obs_keys_.items() if f not in exclude and k in adata.obs}
         source = CellSource(adata, self.vocab, obs_keys=obs_keys, layer=layer, gene_symbols=self.gene_symbols_key_)
-        logger.debug("query shares %d of the model's %d genes", source.n_model_genes, len(self.vocab.genes))
+        n_model, n_shared = len(self.vocab.genes), source.n_model_genes
+        logger.debug("query shares %d of the model's %d genes", n_shared, n_model)
+        if n_shared < MIN_GENE_OVERLAP * n_model:
+            msg = (
+                f"The data have only {n_shared} of the model's {n_model} genes "
+                f"({n_shared / n_model:.1%}, below {MIN_GENE_OVERLAP:.0%}); the missing ones count as not expressed, "
+                "which may lower the quality of the results. If gene names differ (case, Ensembl IDs, aliases), run "
+                "`scmulan.pp.prepare(adata, model)` to match them to the model's genes."
+            )
+            warnings.warn(msg, UserWarning, stacklevel=user_stacklevel())
         return source
 
     # ---------------------------------------------------------------------------------------------- save / load
@@ -501,6 +515,14 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
         model.is_trained_ = True
         model.module.to(resolve_device(device)).eval()
         return model
+
+
+def user_stacklevel() -> int:
+    """``stacklevel`` for a warning issued by the caller that points at the first frame outside scmulan."""
+    frame, level = sys._getframe(2), 2  # the caller's caller
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "scmulan":
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _gene_names(adata: AnnData, gene_symbols: str | None) -> list[str]:

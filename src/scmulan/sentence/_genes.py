@@ -25,7 +25,10 @@ def gene_token_ids(adata: AnnData, vocab: Vocabulary, *, gene_symbols: str | Non
     """Token id of each variable of ``adata`` (``-1`` for variables that are not model genes).
 
     Identifiers come from ``var["scmulan_gene"]`` when :func:`scmulan.pp.prepare` wrote it, else from the
-    ``gene_symbols`` column of ``var``, else from ``var_names``.
+    ``gene_symbols`` column of ``var``, else from ``var_names``. When ``prepare`` matched the data to *another*
+    gene set, its column misses this vocabulary's genes that the other set lacks: variables for which the column
+    gives no model gene (and that ``prepare`` did not mark ``"duplicate"``) are then looked up by their own
+    identifier, as long as no other variable already maps to that gene, with a warning giving the count.
 
     Parameters
     ----------
@@ -36,20 +39,20 @@ def gene_token_ids(adata: AnnData, vocab: Vocabulary, *, gene_symbols: str | Non
     gene_symbols
         ``var`` column with the identifiers, if not the ``var_names``.
     """
-    if "scmulan_gene" in adata.var:
-        names = adata.var["scmulan_gene"]
-    elif gene_symbols is not None:
-        if gene_symbols not in adata.var:
-            msg = (
-                f"`gene_symbols={gene_symbols!r}` is not a column of `adata.var` (columns: {list(adata.var.columns)})."
-            )
-            raise ValueError(msg)
-        names = adata.var[gene_symbols]
-    else:
-        names = pd.Series(adata.var_names, index=adata.var_names)
-    names = names.astype("string").fillna("").to_numpy()
-    position = pd.Index(vocab.genes).get_indexer(names)  # -1 where absent; model genes are unique
-    ids = np.where(position >= 0, np.asarray(vocab.gene_ids, dtype=np.int64)[position], -1)
+    if gene_symbols is not None and gene_symbols not in adata.var:
+        msg = f"`gene_symbols={gene_symbols!r}` is not a column of `adata.var` (columns: {list(adata.var.columns)})."
+        raise ValueError(msg)
+    own = adata.var[gene_symbols] if gene_symbols is not None else pd.Series(adata.var_names, index=adata.var_names)
+    prepared = "scmulan_gene" in adata.var
+    names = adata.var["scmulan_gene"] if prepared else own
+    gene_ids = np.asarray(vocab.gene_ids, dtype=np.int64)
+    genes = pd.Index(vocab.genes)
+
+    def lookup(values: pd.Series) -> np.ndarray:
+        position = genes.get_indexer(values.astype("string").fillna("").to_numpy())  # -1 where absent
+        return np.where(position >= 0, gene_ids[position], -1)
+
+    ids = lookup(names)
     mapped = ids[ids >= 0]
     if len(np.unique(mapped)) != len(mapped):
         n_dup = len(mapped) - len(np.unique(mapped))
@@ -58,6 +61,33 @@ def gene_token_ids(adata: AnnData, vocab: Vocabulary, *, gene_symbols: str | Non
             "sentence once only. Run `scmulan.pp.prepare(adata, model)` to resolve duplicated gene names."
         )
         raise ValueError(msg)
+    if prepared and "scmulan_gene_status" in adata.var:
+        # a column prepared for another gene set: fall back to the variables' own identifiers where it gives nothing
+        status = adata.var["scmulan_gene_status"].astype("string").fillna("").to_numpy()
+        fallback = np.where((ids < 0) & (status != "duplicate"), lookup(own), -1)
+        fallback[np.isin(fallback, mapped)] = -1  # a gene another variable already has stays with it
+        _, first = np.unique(fallback, return_index=True)
+        keep = np.zeros(len(fallback), dtype=bool)
+        keep[first] = True
+        fallback[~keep] = -1  # the same gene named twice: the first variable gets it
+        recovered = np.flatnonzero(fallback >= 0)
+        if len(recovered):
+            import sys
+
+            ids[recovered] = fallback[recovered]
+            source = "var_names" if gene_symbols is None else f"var[{gene_symbols!r}]"
+            examples = [str(own.iloc[i]) for i in recovered[:5]]
+            msg = (
+                f"`var['scmulan_gene']` (written by `scmulan.pp.prepare`) misses {len(recovered)} of the model's genes "
+                f"that {source} name (e.g. {examples}): it was prepared for another gene set. They are read from "
+                f"{source}; run `scmulan.pp.prepare(adata, model)` to match the data to this model's genes."
+            )
+            # point at the user's code: the first frame outside the scmulan package
+            package = __name__.split(".")[0]
+            frame, level = sys._getframe(1), 2
+            while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == package:
+                frame, level = frame.f_back, level + 1
+            warnings.warn(msg, UserWarning, stacklevel=level)
     return ids
 
 

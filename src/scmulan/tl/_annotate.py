@@ -40,7 +40,8 @@ def annotate(
     ----------
     adata
         Log-normalised cells (:func:`scmulan.pp.prepare`); AnnData or MuData (modality ``mod``). The cells need no
-        registration and no labels.
+        registration and no labels. A warning is issued when they have fewer than half of the model's genes
+        (missing genes count as not expressed; ``scmulan.pp.prepare(adata, model)`` matches gene names).
     model
         An :class:`~scmulan.SCMULAN`, a saved model directory, or a pretrained name (``"scmulan-v1"``).
     key_added

@@ -36,7 +36,8 @@ def predict_metadata(
     Parameters
     ----------
     adata
-        Log-normalised cells; AnnData or MuData (modality ``mod``).
+        Log-normalised cells; AnnData or MuData (modality ``mod``). Fewer than half of the model's genes: a
+        warning (see :func:`scmulan.tl.annotate`).
     model
         An :class:`~scmulan.SCMULAN`, a saved model directory, or a pretrained name.
     fields
