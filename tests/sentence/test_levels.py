@@ -69,3 +69,45 @@ def test_levels_hand_cases():
     # Just above an edge moves up one level.
     above = np.nextafter(np.float32(1.0), np.float32(2.0))
     assert expression_levels(np.float32([above]), np.float32(2.0))[0] == 6
+
+
+def count_edges_oracle(values: np.ndarray, cell_max: np.ndarray) -> np.ndarray:
+    """1 + the number of float32 edges ``float32(k) * float32(m / 10)``, k = 1..9, strictly below each value."""
+    v = np.asarray(values, dtype=np.float32)
+    step = (np.asarray(cell_max, dtype=np.float32) / np.float32(10)).astype(np.float32)
+    return 1 + sum((np.float32(k) * step < v).astype(np.int64) for k in range(1, 10))
+
+
+any_positive = st.floats(
+    min_value=0.0, max_value=float(np.finfo(np.float32).max), width=32, exclude_min=True, allow_subnormal=True
+)
+
+
+@st.composite
+def cells_near_edges(draw) -> tuple[np.ndarray, np.ndarray]:
+    """One cell with any positive float32 maximum (subnormal to huge) and values on, and one ulp around, its edges."""
+    m = np.float32(draw(any_positive))
+    step = (m / np.float32(10)).astype(np.float32)
+    edges = np.float32(np.arange(1, 11)) * step
+    with np.errstate(over="ignore"):
+        around = np.concatenate([edges, np.nextafter(edges, np.float32(0)), np.nextafter(edges, np.float32(np.inf))])
+    extra = draw(arrays(np.float32, st.integers(0, 20), elements=any_positive))
+    v = np.concatenate([around, extra])
+    v = v[(v > 0) & (v <= m)]
+    v = np.append(v, m)
+    return v, np.full(len(v), m, dtype=np.float32)
+
+
+@settings(max_examples=400, deadline=None)
+@given(cells_near_edges())
+def test_levels_count_float32_edges_at_any_scale(cell):
+    """The quotient-and-correct evaluation equals counting every float32 edge, down to subnormal maxima."""
+    v, m = cell
+    np.testing.assert_array_equal(expression_levels(v, m), count_edges_oracle(v, m))
+    np.testing.assert_array_equal(expression_levels(v, m[0]), count_edges_oracle(v, m))  # a scalar maximum
+
+
+def test_levels_keep_the_shape_of_their_input():
+    v = np.float32([[0.5, 2.0], [0.1, 0.3]])
+    np.testing.assert_array_equal(expression_levels(v, np.float32([[2.0], [0.3]])), [[3, 10], [4, 10]])
+    assert expression_levels(np.float32(1.0), np.float32(2.0)) == 5

@@ -131,6 +131,22 @@ def _row_of_entries(indptr: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
 
 
+def _by_value(rows: np.ndarray, val: np.ndarray, tok: np.ndarray) -> np.ndarray:
+    """Entries grouped by cell (ascending), within a cell highest value first, ties by ascending token.
+
+    One stable argsort of an int64 key ``(row, bits of -value, token)``: for positive float32 values the bit
+    pattern grows with the value, so ``0x7FFFFFFF - bits`` orders them from the highest down. This is ~9x faster
+    than ``np.lexsort((tok, -val, rows))``, which it falls back to when the key would not fit in 63 bits.
+    """
+    tok = tok.astype(np.int64, copy=False)
+    bits_row = int(rows.max()).bit_length() if len(rows) else 0
+    bits_tok = int(tok.max()).bit_length() if len(tok) else 0
+    if bits_row + 31 + bits_tok > 63:
+        return np.lexsort((tok, -val, rows))
+    descending = np.int64(0x7FFFFFFF) - np.ascontiguousarray(val, dtype=np.float32).view(np.int32).astype(np.int64)
+    return np.argsort((rows << (31 + bits_tok)) | (descending << bits_tok) | tok, kind="stable")
+
+
 def gene_segments(
     X: sparse.spmatrix | sparse.sparray | np.ndarray,
     col_token: np.ndarray,
@@ -174,13 +190,18 @@ def gene_segments(
     n_truncated = 0
     if max_genes is not None:
         counts = np.bincount(rows, minlength=n)
-        if (counts > max_genes).any():
-            n_truncated = int((counts > max_genes).sum())
-            by_value = np.lexsort((tok, -val, rows))  # within a cell: highest value first
-            starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-            rank = np.arange(len(by_value)) - np.repeat(starts, counts)
-            chosen = np.sort(by_value[rank < max_genes])
-            rows, tok, lvl, val = rows[chosen], tok[chosen], lvl[chosen], val[chosen]
+        long = counts > max_genes
+        n_truncated = int(long.sum())
+        if n_truncated:
+            # Rank the entries of the long cells only, highest value first (ties: lower token first), and drop
+            # those past max_genes; the kept entries stay in their original order.
+            sel = np.flatnonzero(long[rows])
+            by_value = _by_value(rows[sel], val[sel], tok[sel])
+            c = counts[long]
+            rank = np.arange(len(sel)) - np.repeat(np.cumsum(c) - c, c)
+            keep = np.ones(len(rows), dtype=bool)
+            keep[sel[by_value[rank >= max_genes]]] = False
+            rows, tok, lvl, val = rows[keep], tok[keep], lvl[keep], val[keep]
 
     # One stable argsort of a combined int64 key (cell first) is 2-3x faster than np.lexsort on two keys.
     span = int(tok.max()) + 1 if len(tok) else 1

@@ -30,8 +30,18 @@ def expression_levels(values: np.ndarray, cell_max: np.ndarray) -> np.ndarray:
     v = np.asarray(values, dtype=np.float32)
     m = np.asarray(cell_max, dtype=np.float32)
     step = (m / np.float32(N_BINS)).astype(np.float32)
-    # Level = number of edges strictly below v; edge 0 (= 0) is always below, edge 10 (= m) never.
-    levels = np.ones(np.broadcast_shapes(v.shape, m.shape), dtype=np.int64)
-    for k in range(1, N_BINS):
-        levels += (np.float32(k) * step < v).astype(np.int64)
-    return levels
+    shape = np.broadcast_shapes(v.shape, step.shape)
+    v, step = (np.broadcast_to(a, shape).ravel() for a in (v, step))  # 1-d (a copy only where broadcast)
+    # Level = 1 + the number of edges k * step (k = 1..9, float32 products) strictly below v. The float32 quotient
+    # v / step gives it up to one: only an edge within a few ulps of v can land on the wrong side, and at most one
+    # edge is that close. So take ceil(v / step) in 1..10 and check the two edges around it exactly.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        q = np.ceil(v / step)
+    np.clip(q, 1, N_BINS, out=q)
+    q[np.isnan(q)] = 1  # 0 / 0 (a zero value in a cell of zeros: no edge is below it)
+    edge = (q - np.float32(1)) * step  # the edge just below level q ...
+    levels = q.astype(np.int64)
+    levels -= (q > 1) & (edge >= v)  # ... is not below v: one level lower
+    np.multiply(q, step, out=edge)  # the edge at level q ...
+    levels += (q < N_BINS) & (edge < v)  # ... is below v: one level higher
+    return levels.reshape(shape)
