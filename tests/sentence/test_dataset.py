@@ -79,6 +79,64 @@ def test_backed_and_path_sources_give_the_same_batches(barcoded, toy_obs_keys, t
     assert Counter(map(batch_key, DataLoader(ds, batch_size=None, num_workers=2))) == expected
 
 
+def test_backed_anndata_in_spawned_workers(barcoded, toy_obs_keys, tmp_path):
+    """A ``backed="r"`` AnnData reaches spawn/forkserver workers (h5py handles cannot be pickled: the file reopens)."""
+    adata, vocab, memory = barcoded
+    path = tmp_path / "cells.h5ad"
+    adata.write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    # a label column that exists only in memory: the workers must use it, not the file's obs
+    backed.obs["tissue"] = backed.obs["organ"]
+    keys = {**toy_obs_keys, "organ": "tissue"}
+    try:
+        source = CellSource(backed, vocab, obs_keys=keys)
+        ds = make_dataset([source], vocab, seed=5, chunk_size=6)
+        expected = Counter(map(batch_key, make_dataset([memory], vocab, seed=5, chunk_size=6)))
+        loader = DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context="spawn")
+        got = Counter(map(batch_key, loader))
+        assert sum(got.values()) == len(ds) > 0
+        assert got == expected
+        assert backed.isbacked  # the parent's handle is untouched
+        assert backed.file.is_open
+    finally:
+        backed.file.close()
+
+
+def test_pickled_backed_source_reads_the_same_rows(barcoded, toy_obs_keys, tmp_path):
+    """Views (rows and columns) and in-memory layers of a backed AnnData survive the trip to a worker."""
+    import pickle
+
+    adata, vocab, _ = barcoded
+    adata = adata.copy()
+    adata.layers["lognorm"] = adata.X.copy()
+    adata.X = adata.X * 0  # X is not what the source reads
+    path = tmp_path / "cells.h5ad"
+    adata.write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    backed.layers["doubled"] = backed.layers["lognorm"] * 2  # in memory only, not in the file
+    rows = np.array([3, 0, 7, 7, 12])
+    try:
+        cases = [
+            (backed, "lognorm", adata.layers["lognorm"]),
+            (backed, "doubled", adata.layers["lognorm"] * 2),
+            (backed[5:30:2, ::-1], "lognorm", adata.layers["lognorm"][5:30:2, ::-1]),
+        ]
+        for data, layer, want in cases:
+            source = CellSource(data, vocab, obs_keys=toy_obs_keys, layer=layer)
+            for copy in (
+                pickle.loads(pickle.dumps(source)),
+                pickle.loads(pickle.dumps(pickle.loads(pickle.dumps(source)))),
+            ):
+                X, meta = copy.read(rows)
+                np.testing.assert_array_equal(X.toarray(), want[rows].toarray())
+                np.testing.assert_array_equal(meta, source.metadata[rows])
+                np.testing.assert_array_equal(copy.col_token, source.col_token)
+                assert copy._adata is not None  # reopened from the file
+                assert copy._adata.isbacked
+    finally:
+        backed.file.close()
+
+
 def _gene_blind(batch: dict, vocab) -> tuple[np.ndarray, list]:
     """Ids with gene tokens blanked, and the sorted (gene id, level) pairs of every row."""
     ids, levels = batch["ids"].numpy(), batch["levels"].numpy()

@@ -107,6 +107,8 @@ class CellSource:
         self.normalize = normalize
         self._col_token: np.ndarray | None = None
         self._metadata: np.ndarray | None = None
+        self._backed: tuple | None = None  # (file, rows, columns) of a backed AnnData, set when sent to a worker
+        self._layer_matrix = None  # the layer of a backed AnnData, when sent to a worker
         if self.path is not None:
             import anndata as ad
 
@@ -123,7 +125,13 @@ class CellSource:
         if self._adata is None:
             import anndata as ad
 
-            self._adata = ad.read_h5ad(self.path, backed="r")
+            if self._backed is not None:  # a backed AnnData sent to a worker process: reopen its file
+                filename, obs_index, var_index = self._backed
+                self._adata = ad.read_h5ad(filename, backed="r")
+                if obs_index is not None:  # it was a view: the same rows and columns
+                    self._adata = self._adata[obs_index, var_index]
+            else:
+                self._adata = ad.read_h5ad(self.path, backed="r")
         if self._col_token is None:
             self._col_token = gene_token_ids(self._adata, self.vocab, gene_symbols=self.gene_symbols)
             self._metadata = encode_metadata(self._adata.obs, self.vocab, self.obs_keys)
@@ -138,10 +146,28 @@ class CellSource:
         return self._adata
 
     def __getstate__(self) -> dict:
+        # h5py file handles cannot be pickled, so DataLoader workers started with spawn or forkserver cannot receive
+        # a backed AnnData: send the file name instead and reopen it in the worker (see `_open`).
+        backed = self.path is None and self._backed is None and getattr(self._adata, "isbacked", False)
+        if backed:
+            self._open()  # token ids and metadata from the in-memory `var` and `obs`, which the file may lack
         state = self.__dict__.copy()
-        if self.path is not None:  # a backed file handle does not travel to worker processes; reopen there
+        if self.path is not None or self._backed is not None:  # reopened where it arrives
             state["_adata"] = None
+        elif backed:
+            adata = self._adata
+            view = adata.is_view
+            state["_adata"] = None
+            state["_backed"] = (os.fspath(adata.filename), adata._oidx if view else None, adata._vidx if view else None)
+            if self.layer is not None:  # layers of a backed AnnData live in memory: send this one along
+                layer = adata.layers[self.layer]
+                state["_layer_matrix"] = sparse.csr_matrix(layer) if sparse.issparse(layer) else np.array(layer)
         return state
+
+    def _matrix(self, adata: AnnData):
+        if self._layer_matrix is not None:
+            return self._layer_matrix
+        return adata.X if self.layer is None else adata.layers[self.layer]
 
     @property
     def col_token(self) -> np.ndarray:
@@ -166,7 +192,7 @@ class CellSource:
         rows = np.asarray(rows, dtype=np.int64)
         order = np.argsort(rows, kind="stable")
         sorted_rows = rows[order]
-        matrix = adata.X if self.layer is None else adata.layers[self.layer]
+        matrix = self._matrix(adata)
         if len(sorted_rows) and sorted_rows[-1] - sorted_rows[0] + 1 == len(sorted_rows):
             X = matrix[int(sorted_rows[0]) : int(sorted_rows[-1]) + 1]  # contiguous: one slice read
         else:
