@@ -13,6 +13,7 @@ import pandas as pd
 from scipy import sparse
 
 from ._genes import gene_token_ids
+from ._normalize import normalize_log1p
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -22,14 +23,25 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def normalize_rows(X: sparse.csr_matrix, target_sum: float = 1e4) -> sparse.csr_matrix:
-    """``log1p`` of counts scaled to ``target_sum`` per row (``normalize_total`` + ``log1p``) for a CSR chunk."""
-    X = X.astype(np.float32, copy=True)
-    totals = np.asarray(X.sum(axis=1)).ravel()
-    scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0).astype(np.float32)
-    X.data *= np.repeat(scale, np.diff(X.indptr))
-    np.log1p(X.data, out=X.data)
-    return X
+def normalize_rows(X: sparse.spmatrix | sparse.sparray | np.ndarray, target_sum: float = 1e4) -> sparse.csr_matrix:
+    """``normalize_total(target_sum)`` + ``log1p`` of a chunk of raw counts, as a new float32 CSR matrix.
+
+    The same kernel as :func:`scmulan.pp.prepare` (float64 row sums and scaling, then float32), so a raw-count
+    shard normalised chunk by chunk gives exactly the values, hence the levels, of the same cells prepared
+    beforehand. Cells with no counts stay empty.
+
+    Parameters
+    ----------
+    X
+        Non-negative counts, cells x genes (CSR preferred; other sparse formats and dense chunks are converted).
+    target_sum
+        Total of each cell after scaling.
+
+    Returns
+    -------
+    The log-normalised rows (``X`` is not modified).
+    """
+    return sparse.csr_matrix(normalize_log1p(sparse.csr_matrix(X), target_sum=target_sum))
 
 
 def encode_metadata(obs: pd.DataFrame, vocab: Vocabulary, obs_keys: Mapping[str, str]) -> np.ndarray:
