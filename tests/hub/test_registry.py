@@ -14,6 +14,7 @@ from functools import partial
 import anndata as ad
 import numpy as np
 import pytest
+import torch
 
 import scmulan
 from scmulan.hub import CACHE_ENV, PRETRAINED, RemoteFile, fetch_pretrained
@@ -256,3 +257,65 @@ def test_an_unreachable_url_tells_the_user_to_pass_path(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="path=") as info:
         scmulan.load_pretrained(NAME, cache_dir=tmp_path / "cache", progressbar=False)
     assert "127.0.0.1" in str(info.value)
+
+
+@pytest.fixture
+def fresh_resolved():
+    """No pretrained model resolved by name before or after the test."""
+    from scmulan.model import _pretrained
+
+    _pretrained.clear_pretrained_cache()
+    yield _pretrained
+    _pretrained.clear_pretrained_cache()
+
+
+def test_a_pretrained_name_given_to_tl_is_loaded_once_per_process(
+    served, tmp_path, legacy_dir, monkeypatch, fresh_resolved
+):
+    # every load goes through fetch_pretrained (the SHA-256 checks of ~1.5 GB for the real model) and the conversion
+    fetched, converted = [], []
+    fetch, convert = scmulan.hub.fetch_pretrained, scmulan.SCMULAN.from_legacy_checkpoint.__func__
+    monkeypatch.setattr(scmulan.hub, "fetch_pretrained", lambda *a, **k: fetched.append(a) or fetch(*a, **k))
+    monkeypatch.setattr(
+        scmulan.SCMULAN,
+        "from_legacy_checkpoint",
+        classmethod(lambda cls, *a, **k: converted.append(a) or convert(cls, *a, **k)),
+    )
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    cells = ad.read_h5ad(legacy_dir / "prepared_input_2000.h5ad")[:4].copy()
+    scmulan.tl.annotate(cells, NAME, progress=False)
+    assert len(fetched) == len(converted) == 1
+    first = cells.obs["scmulan_fine"].astype(str).tolist()
+    scmulan.tl.embed(cells, NAME, progress=False)
+    scmulan.tl.annotate(cells, NAME, progress=False)
+    scmulan.tl.generate(NAME, {"organ": "Blood"}, n_cells=1, max_length=8, progress=False)
+    assert len(fetched) == len(converted) == 1  # later uses neither re-check nor re-convert the files
+    assert cells.obs["scmulan_fine"].astype(str).tolist() == first
+    model = fresh_resolved.resolve_model(NAME)
+    assert fresh_resolved.resolve_model(NAME) is model
+    assert scmulan.load_pretrained(NAME, progressbar=False) is not model  # load_pretrained: always a new model
+    # another download cache is another entry
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "other_cache"))
+    assert fresh_resolved.resolve_model(NAME) is not model
+    fresh_resolved.clear_pretrained_cache()
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    assert fresh_resolved.resolve_model(NAME) is not model
+
+
+def test_from_pretrained_is_load_pretrained(offline_copy, served, legacy_dir):
+    import inspect
+
+    def parameters(f):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(f).parameters.values()]
+
+    assert parameters(scmulan.SCMULAN.from_pretrained) == parameters(scmulan.load_pretrained)
+    model = scmulan.SCMULAN.from_pretrained(NAME, path=offline_copy, progressbar=False)
+    assert isinstance(model, scmulan.SCMULAN)
+    assert served.requests == []
+    reference = scmulan.load_pretrained(NAME, path=offline_copy, progressbar=False)
+    assert model.vocab == reference.vocab
+    state, expected = model.module.state_dict(), reference.module.state_dict()
+    assert state.keys() == expected.keys()
+    assert all(torch.equal(state[k], expected[k]) for k in state)
+    assert model.legacy_ is True
+    _annotates(model, legacy_dir, n=3)

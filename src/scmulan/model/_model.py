@@ -476,6 +476,47 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
             raise ValueError(msg)
 
     @classmethod
+    def from_pretrained(
+        cls,
+        name: str = "scmulan-v1",
+        *,
+        path: str | os.PathLike | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        device: str | torch.device = "cpu",
+        progressbar: bool = True,
+    ) -> SCMULAN:
+        """Load a pretrained model, downloading its files once (the same as :func:`scmulan.load_pretrained`).
+
+        The files are fetched with pooch (SHA-256 checked, cached) and converted from the original format. To
+        fine-tune on your own labelled data: :meth:`setup_anndata` on it, then :meth:`finetune`.
+
+        Parameters
+        ----------
+        name
+            ``"scmulan-v1"``: the original scMulan release (24 layers, 20 heads, width 1120, 368.8M parameters;
+            7 organs, 109 fine / 29 coarse cell types, 2,000 genes).
+        path
+            Files downloaded yourself, for offline machines: a directory with ``ckpt_scMulan.pt`` and
+            ``meta_info.pt``, or the checkpoint file (``meta_info.pt`` next to it, or downloaded).
+        cache_dir
+            Download cache (default: ``$SCMULAN_CACHE``, else pooch's per-user cache folder).
+        device
+            Where to put the weights (``"auto"`` picks a GPU when there is one).
+        progressbar
+            Show a download progress bar.
+
+        Examples
+        --------
+        >>> model = scmulan.SCMULAN.from_pretrained("scmulan-v1")  # doctest: +SKIP
+        >>> scmulan.SCMULAN.setup_anndata(ref, cell_type_key="cell_type")  # doctest: +SKIP
+        >>> model.finetune(ref, max_epochs=5)  # doctest: +SKIP
+        """
+        from scmulan.hub import fetch_pretrained
+
+        files = fetch_pretrained(name, path=path, cache_dir_=cache_dir, progressbar=progressbar)
+        return cls.from_legacy_checkpoint(files["checkpoint"], files["meta_info"], device=device)
+
+    @classmethod
     def from_legacy_checkpoint(
         cls, ckpt_path: str | os.PathLike, meta_info_path: str | os.PathLike, *, device: str | torch.device = "cpu"
     ) -> SCMULAN:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import torch
+
     from scmulan.model._model import SCMULAN
 
 
@@ -15,10 +18,12 @@ def load_pretrained(
     *,
     path: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     progressbar: bool = True,
 ) -> SCMULAN:
     """Load a pretrained model, downloading its files once (pooch: SHA-256 checked, cached).
+
+    The same as :meth:`SCMULAN.from_pretrained <scmulan.SCMULAN.from_pretrained>`; every call returns a new model.
 
     Parameters
     ----------
@@ -40,15 +45,43 @@ def load_pretrained(
     >>> model = scmulan.load_pretrained("scmulan-v1")  # doctest: +SKIP
     >>> model = scmulan.load_pretrained(path="~/Downloads/scmulan/")  # offline  # doctest: +SKIP
     """
-    from scmulan.hub import fetch_pretrained
     from scmulan.model._model import SCMULAN
 
-    files = fetch_pretrained(name, path=path, cache_dir_=cache_dir, progressbar=progressbar)
-    return SCMULAN.from_legacy_checkpoint(files["checkpoint"], files["meta_info"], device=device)
+    return SCMULAN.from_pretrained(name, path=path, cache_dir=cache_dir, device=device, progressbar=progressbar)
+
+
+# Pretrained models the `tl` functions were given by name, kept for the process so that a name costs the download
+# check (hashing ~1.5 GB) and the conversion once: (name, cache folder, registry entry) -> model, most recent last.
+_RESOLVED: OrderedDict[tuple, SCMULAN] = OrderedDict()
+_RESOLVED_MAX = 2
+
+
+def _pretrained_by_name(name: str) -> SCMULAN:
+    """:func:`load_pretrained` with the default cache, loaded once per process for each cache folder."""
+    from scmulan.hub import PRETRAINED, cache_dir
+
+    key = (name, os.fspath(cache_dir()), tuple(sorted(PRETRAINED[name].items())))
+    if key in _RESOLVED:
+        _RESOLVED.move_to_end(key)
+        return _RESOLVED[key]
+    model = load_pretrained(name)
+    _RESOLVED[key] = model
+    while len(_RESOLVED) > _RESOLVED_MAX:
+        _RESOLVED.popitem(last=False)
+    return model
+
+
+def clear_pretrained_cache() -> None:
+    """Forget the pretrained models :func:`resolve_model` loaded by name (frees their memory)."""
+    _RESOLVED.clear()
 
 
 def resolve_model(model: SCMULAN | str | os.PathLike) -> SCMULAN:
-    """An :class:`~scmulan.SCMULAN` from a model, a saved model directory or a pretrained name."""
+    """An :class:`~scmulan.SCMULAN` from a model, a saved model directory or a pretrained name.
+
+    A pretrained name is loaded once per process (and per download cache folder): later calls reuse the same
+    model object, which the ``tl`` functions only read; ``clear_pretrained_cache()`` (this module) frees it.
+    """
     from scmulan.hub import PRETRAINED
     from scmulan.model._model import SCMULAN
 
@@ -58,7 +91,7 @@ def resolve_model(model: SCMULAN | str | os.PathLike) -> SCMULAN:
         if Path(model).is_dir():
             return SCMULAN.load(model)
         if str(model) in PRETRAINED:
-            return load_pretrained(str(model))
+            return _pretrained_by_name(str(model))
         msg = f"`model={os.fspath(model)!r}` is neither a saved model directory nor a pretrained name ({sorted(PRETRAINED)})."
         raise ValueError(msg)
     msg = f"`model` must be an SCMULAN, a saved model directory or a pretrained name, not {type(model).__name__}."

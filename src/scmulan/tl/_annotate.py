@@ -43,7 +43,8 @@ def annotate(
         registration and no labels. A warning is issued when they have fewer than half of the model's genes
         (missing genes count as not expressed; ``scmulan.pp.prepare(adata, model)`` matches gene names).
     model
-        An :class:`~scmulan.SCMULAN`, a saved model directory, or a pretrained name (``"scmulan-v1"``).
+        An :class:`~scmulan.SCMULAN`, a saved model directory, or a pretrained name (``"scmulan-v1"``; loaded once
+        per process and reused by later calls).
     key_added
         Prefix of the keys written.
     constrained

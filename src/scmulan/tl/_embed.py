@@ -36,7 +36,7 @@ def embed(
         Log-normalised cells; AnnData or MuData (modality ``mod``). Fewer than half of the model's genes: a
         warning (see :func:`scmulan.tl.annotate`).
     model
-        An :class:`~scmulan.SCMULAN`, a saved model directory, or a pretrained name.
+        An :class:`~scmulan.SCMULAN`, a saved model directory, or a pretrained name (loaded once per process).
     pooling
         ``"annotation"``: the final hidden state at the first decoded cell type, as the original scMulan's
         ``X_scMulan`` (it is conditioned on the model's own coarse call); ``"mean"``: the mean final hidden state over

@@ -35,7 +35,7 @@ def generate(
     Parameters
     ----------
     model
-        An :class:`~scmulan.SCMULAN`, a saved model directory, or a pretrained name.
+        An :class:`~scmulan.SCMULAN`, a saved model directory, or a pretrained name (loaded once per process).
     conditions
         ``{"organ": "Heart", "cell_type": "Cardiomyocyte cell"}`` (one condition; the original model's names),
         ``{"cell_type": ["B cell", "NK cell"]}`` (one condition per list position) or a DataFrame (one row per

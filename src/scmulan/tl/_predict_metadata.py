@@ -39,7 +39,7 @@ def predict_metadata(
         Log-normalised cells; AnnData or MuData (modality ``mod``). Fewer than half of the model's genes: a
         warning (see :func:`scmulan.tl.annotate`).
     model
-        An :class:`~scmulan.SCMULAN`, a saved model directory, or a pretrained name.
+        An :class:`~scmulan.SCMULAN`, a saved model directory, or a pretrained name (loaded once per process).
     fields
         Fields to predict; the model lists what it can predict in ``model.metadata_fields_``.
     key_added
