@@ -113,6 +113,22 @@ def test_cells_without_model_genes_get_missing_labels(trained, query):
     assert (labels["n_genes"][empty] == 0).all()
 
 
+def test_cells_without_model_genes_get_nan_mean_embeddings(trained, query):
+    cells = query[:12].copy()
+    X = cells.X.tolil()
+    X[[1, 8]] = 0
+    cells.X = sparse.csr_matrix(X)
+    with pytest.warns(UserWarning, match="^2 cells express none of the model's genes; their mean-pooled") as record:
+        mean = trained.get_latent_representation(cells, pooling="mean", progress=False)
+    (warning,) = [w for w in record if "mean-pooled" in str(w.message)]
+    assert warning.filename == __file__
+    empty = np.isin(np.arange(12), [1, 8])
+    assert np.isnan(mean[empty]).all()
+    assert np.isfinite(mean[~empty]).all()
+    full = trained.get_latent_representation(query[:12].copy(), pooling="mean", progress=False)
+    np.testing.assert_allclose(mean[~empty], full[~empty], atol=ATOL, rtol=0)
+
+
 def test_metadata_fields_the_model_cannot_predict_are_refused(trained, query):
     assert trained.metadata_fields_ == ["organ", "region"]
     with pytest.raises(ValueError, match="cannot predict \\['sex'\\]"):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from anndata import AnnData
 from mudata import MuData
+from scipy import sparse
 
 import scmulan
 
@@ -50,3 +51,14 @@ def test_mudata(atlas_model, atlas_query):
 def test_unknown_pooling_is_refused(atlas_model, atlas_query):
     with pytest.raises(ValueError, match="`pooling` must be 'annotation' or 'mean'"):
         scmulan.tl.embed(atlas_query, atlas_model, pooling="cls", progress=False)
+
+
+def test_cells_without_model_genes_get_nan_mean_embeddings(atlas_model, atlas_query):
+    cells = atlas_query[:10].copy()
+    X = cells.X.tolil()
+    X[3] = 0
+    cells.X = sparse.csr_matrix(X)
+    with pytest.warns(UserWarning, match="^1 cells express none of the model's genes; their mean-pooled embeddings"):
+        scmulan.tl.embed(cells, atlas_model, pooling="mean", progress=False)
+    assert np.isnan(cells.obsm["X_scmulan"][3]).all()
+    assert np.isfinite(np.delete(cells.obsm["X_scmulan"], 3, axis=0)).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import Literal
@@ -16,6 +17,14 @@ from scmulan.model._inference import decode_cells
 from scmulan.sentence._tasks import ANNOTATION_FIELDS
 
 UNCLASSIFIED = "Unclassified"
+
+
+def user_stacklevel() -> int:
+    """``stacklevel`` for a warning issued by the caller that points at the first frame outside scmulan."""
+    frame, level = sys._getframe(2), 2  # the caller's caller
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "scmulan":
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _obs_names(adata) -> pd.Index:
@@ -159,7 +168,7 @@ class InferenceMixin:
             warnings.warn(
                 f"{int(empty.sum())} cells express none of the model's genes; their labels are left missing.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         coarse, fine = np.where(empty, None, coarse), np.where(empty, None, fine)
         frame = pd.DataFrame(
@@ -278,7 +287,8 @@ class InferenceMixin:
         pooling
             ``"annotation"``: the final hidden state at the first decoded cell type (the original's ``X_scMulan``
             definition; with ``legacy=True`` exactly the original's); ``"mean"``: the mean final hidden state over
-            the cell's gene positions.
+            the cell's gene positions (NaN, with a warning giving the count, for cells that express none of the
+            model's genes).
         legacy
             Decode as the original scMulan (see :meth:`annotate`).
         batch_size, device, progress
@@ -310,4 +320,14 @@ class InferenceMixin:
             device=resolve_device(device),
             progress=progress,
         )
-        return out.pooled
+        pooled = out.pooled
+        empty = out.n_genes == 0
+        if empty.any():  # no gene position to average over: no embedding (not a vector of zeros)
+            pooled[empty] = np.nan
+            warnings.warn(
+                f"{int(empty.sum())} cells express none of the model's genes; their mean-pooled embeddings are NaN "
+                "(drop them before computing neighbours).",
+                UserWarning,
+                stacklevel=user_stacklevel(),
+            )
+        return pooled

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -23,7 +22,7 @@ from scmulan._validation import check_log_normalized
 from scmulan.model import _io
 from scmulan.model._fields import METADATA_KEYS, MetadataObsField, registry_key
 from scmulan.model._generate_mixin import GenerationMixin
-from scmulan.model._infer_mixin import InferenceMixin
+from scmulan.model._infer_mixin import InferenceMixin, user_stacklevel
 from scmulan.model._train_mixin import TrainingMixin
 from scmulan.nn import CSentenceTransformer, TransformerConfig
 from scmulan.sentence import CellSource
@@ -556,14 +555,6 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
         model.is_trained_ = True
         model.module.to(resolve_device(device)).eval()
         return model
-
-
-def user_stacklevel() -> int:
-    """``stacklevel`` for a warning issued by the caller that points at the first frame outside scmulan."""
-    frame, level = sys._getframe(2), 2  # the caller's caller
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "scmulan":
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _gene_names(adata: AnnData, gene_symbols: str | None) -> list[str]:

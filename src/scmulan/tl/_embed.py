@@ -40,7 +40,8 @@ def embed(
     pooling
         ``"annotation"``: the final hidden state at the first decoded cell type, as the original scMulan's
         ``X_scMulan`` (it is conditioned on the model's own coarse call); ``"mean"``: the mean final hidden state over
-        the cell's gene positions (label-free).
+        the cell's gene positions (label-free; NaN, with a warning, for cells that express none of the model's
+        genes).
     key_added
         ``obsm`` key written.
     legacy
