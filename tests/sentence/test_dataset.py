@@ -405,8 +405,56 @@ def test_pickled_dataset_carries_the_process_group_rank(barcoded, monkeypatch):
 
 def test_max_length_truncates_to_the_most_expressed_genes(barcoded):
     _, vocab, source = barcoded
-    batches = list(make_dataset([source], vocab, max_length=10))
+    with pytest.warns(UserWarning, match="training cells read in this pass express more than 3 model genes"):
+        batches = list(make_dataset([source], vocab, max_length=10))
     for b in batches:
         assert int(b["lengths"].max()) <= 10
         cells_of(b, vocab, 36)  # the barcode, each cell's highest value, always survives
     assert max(int(b["lengths"].max()) for b in list(make_dataset([source], vocab))) > 10
+
+
+def _labelled_only(adata, rows: np.ndarray):
+    """A copy in which only ``rows`` have the two cell-type labels (annotation needs both)."""
+    adata = adata.copy()
+    for key, value in (("coarse_cell_type", "T cell"), ("cell_type", "CD4 T")):
+        col = adata.obs[key].astype(object)
+        col[:] = np.nan
+        col.iloc[rows] = value
+        adata.obs[key] = pd.Categorical(col)
+    return adata
+
+
+@pytest.mark.parametrize(("rank", "world_size"), [(0, 1), (0, 2), (1, 2)])
+def test_a_chunk_without_qualifying_cells_borrows_the_next_one(barcoded, toy_obs_keys, rank, world_size):
+    """Annotation-only training where whole chunks lack labels: no crash mid-epoch, the same batch count per rank."""
+    adata, vocab, _ = barcoded
+    labelled = np.arange(24, 36)  # chunks of 12 unshuffled cells: only the last one has labels
+    source = CellSource(_labelled_only(adata, labelled), vocab, obs_keys=toy_obs_keys)
+    spec = TaskSpec(FIELDS, weights=(0.0, 1.0, 0.0))
+    kwargs = {"spec": spec, "shuffle": False, "chunk_size": 6, "rank": rank, "world_size": world_size}
+    ds = make_dataset([source], vocab, **kwargs)
+    with pytest.warns(UserWarning, match=r"No cell of training chunk \d+ \(epoch 0\) qualifies") as record:
+        batches = list(ds)
+    borrowed = [w for w in record if "qualifies" in str(w.message)]
+    assert len(batches) == len(ds)  # every rank still yields its full share
+    my_chunks = range(rank, len(ds.plan(world_size)), world_size)
+    assert len(borrowed) == sum(c < 4 for c in my_chunks)  # chunks 0-3 hold cells 0-23
+    assert "repeat the cells of chunk 4" in str(borrowed[0].message)
+    seen = {c for b in batches for c in cells_of(b, vocab, 36)}
+    assert seen <= set(labelled.tolist())
+    assert all(bool((b["task"] == 1).all()) for b in batches)
+    # shuffled chunks: the same guarantees
+    shuffled = make_dataset([source], vocab, **{**kwargs, "shuffle": True, "chunk_size": 4})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        batches = list(shuffled)
+    assert len(batches) == len(shuffled)
+    assert {c for b in batches for c in cells_of(b, vocab, 36)} <= set(labelled.tolist())
+
+
+def test_no_qualifying_cell_anywhere_is_an_error(barcoded, toy_obs_keys):
+    adata, vocab, _ = barcoded
+    source = CellSource(_labelled_only(adata, np.array([], dtype=np.int64)), vocab, obs_keys=toy_obs_keys)
+    ds = make_dataset([source], vocab, spec=TaskSpec(FIELDS, weights=(0.0, 1.0, 0.0)))
+    with pytest.raises(ValueError, match="No training cell qualifies for any requested task"):
+        list(ds)

@@ -14,6 +14,7 @@ batches it would have seen.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -22,7 +23,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from ._assemble import Sentences
 from ._collate import pad
-from ._genes import gene_segments
+from ._genes import gene_segments, warn_truncated
 from ._sources import CellSource
 from ._tasks import TaskSpec, training_sentences
 
@@ -56,6 +57,9 @@ class TrainingSentenceDataset(IterableDataset):
         Seed of every random draw.
     rank, world_size
         This process's place in a distributed run (default: read from :mod:`torch.distributed` when iterating).
+    warn_truncation
+        At the end of every pass over the data, warn with the number of cells whose sentences were cut to
+        ``max_length`` (counted by each process: the main one, or each data-loading worker).
     """
 
     def __init__(
@@ -75,6 +79,7 @@ class TrainingSentenceDataset(IterableDataset):
         seed: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
+        warn_truncation: bool = True,
     ) -> None:
         super().__init__()
         self.sources = sources
@@ -85,7 +90,9 @@ class TrainingSentenceDataset(IterableDataset):
         self.block_size, self.shuffle, self.seed = block_size, shuffle, seed
         self.indices = indices or [None] * len(sources)
         self._rank, self._world_size = rank, world_size
+        self.warn_truncation = warn_truncation
         self.epoch = 0
+        self._truncated = [0, 0]  # cells that lost genes to max_length, cells read (this pass, this process)
         self.start_batch = 0  # batches of this epoch already consumed (set when resuming)
         n = sum(len(ix) if ix is not None else s.n_obs for s, ix in zip(sources, self.indices, strict=True))
         if n == 0:
@@ -160,8 +167,20 @@ class TrainingSentenceDataset(IterableDataset):
 
     # -- building batches -----------------------------------------------------------------------------------------
     def build_chunk(self, chunk_id: int, src: np.ndarray, row: np.ndarray) -> list[dict[str, torch.Tensor]]:
-        """The padded batches of one chunk (deterministic given seed, epoch and chunk id)."""
+        """The padded batches of one chunk (deterministic given seed, epoch and chunk id).
+
+        A chunk in which no cell qualifies for any requested task (possible with sparse labels and small chunks)
+        takes its cells from the next chunk of the epoch's plan that has some, with a warning, so that every chunk
+        still gives :meth:`batches_per_chunk` batches (every rank must yield the same number of batches).
+        """
         rng = np.random.default_rng([self.seed, self.epoch, chunk_id, 1])
+        sentences, task = self._sentences(src, row, rng)
+        if len(sentences) == 0:
+            sentences, task = self._borrowed_sentences(chunk_id, rng)
+        return self._batches(sentences, task[task >= 0], rng)
+
+    def _sentences(self, src: np.ndarray, row: np.ndarray, rng: np.random.Generator) -> tuple[Sentences, np.ndarray]:
+        """Training sentences of the cells ``(src, row)``; counts truncated cells in ``_truncated``."""
         if self.shuffle:
             perm = rng.permutation(len(row))
             src, row = src[perm], row[perm]
@@ -181,22 +200,37 @@ class TrainingSentenceDataset(IterableDataset):
         else:
             X = sparse.vstack([x for _, x in X_parts], format="csr")[np.argsort(order, kind="stable")]
             col_token = self.sources[0].col_token
-        n_fields = meta.shape[1]
-        genes = gene_segments(
-            X,
-            col_token,
-            order="shuffle",
-            max_genes=max(1, self.max_length - n_fields - 3),
-            rng=rng,
+        genes = gene_segments(X, col_token, order="shuffle", max_genes=self.max_genes(meta.shape[1]), rng=rng)
+        self._truncated[0] += genes.n_truncated
+        self._truncated[1] += len(row)
+        return training_sentences(genes, meta, self.spec, self.task_ids, self.end_id, rng)
+
+    def _borrowed_sentences(self, chunk_id: int, rng: np.random.Generator) -> tuple[Sentences, np.ndarray]:
+        """Sentences from the first chunk after ``chunk_id`` in the plan that has a qualifying cell."""
+        _, world = self._world()
+        chunks = self.plan(world)
+        for step in range(1, len(chunks)):
+            other = (chunk_id + step) % len(chunks)
+            sentences, task = self._sentences(*chunks[other], rng)
+            if len(sentences):
+                warnings.warn(
+                    f"No cell of training chunk {chunk_id} (epoch {self.epoch}) qualifies for any requested task "
+                    f"(annotation needs {list(self.spec.annotation_fields)}; metadata needs one of the metadata "
+                    f"fields); its batches repeat the cells of chunk {other}. Larger chunks (`chunk_size`) make "
+                    "this rarer.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                return sentences, task
+        msg = (
+            "No training cell qualifies for any requested task: the data lack the labels the tasks need "
+            f"(annotation needs {list(self.spec.annotation_fields)}; metadata needs one of the metadata fields)."
         )
-        sentences, task = training_sentences(genes, meta, self.spec, self.task_ids, self.end_id, rng)
-        if len(sentences) == 0:
-            msg = (
-                "No cell of this chunk qualifies for any requested task: the data lack the labels the tasks need "
-                f"(annotation needs {self.spec.annotation_fields}; metadata needs one of the metadata fields)."
-            )
-            raise ValueError(msg)
-        return self._batches(sentences, task[task >= 0], rng)
+        raise ValueError(msg)
+
+    def max_genes(self, n_fields: int) -> int:
+        """Genes a training sentence keeps at most (``max_length`` less the metadata, task and ``<E>`` tokens)."""
+        return max(1, self.max_length - n_fields - 3)
 
     def _batches(self, sentences: Sentences, task: np.ndarray, rng: np.random.Generator) -> list[dict]:
         _, world = self._world()
@@ -224,13 +258,25 @@ class TrainingSentenceDataset(IterableDataset):
         my_chunks = mine[worker::n_workers]
         counts = [len(mine[w::n_workers]) * per_chunk for w in range(n_workers)]
         skip = _batches_before(counts, worker, self.start_batch)
-        for chunk_id in my_chunks:
-            if skip >= per_chunk:
-                skip -= per_chunk
-                continue
-            src, row = chunks[chunk_id]
-            yield from self.build_chunk(chunk_id, src, row)[skip:]
-            skip = 0
+        self._truncated = [0, 0]
+        try:
+            for chunk_id in my_chunks:
+                if skip >= per_chunk:
+                    skip -= per_chunk
+                    continue
+                src, row = chunks[chunk_id]
+                yield from self.build_chunk(chunk_id, src, row)[skip:]
+                skip = 0
+        finally:  # also when the consumer stops early
+            if self.warn_truncation:
+                reader = f" by data-loading worker {worker}" if info is not None else ""
+                warn_truncated(
+                    *self._truncated,
+                    self.max_genes(len(self.sources[0].obs_keys)),
+                    cells=f"training cells read in this pass{reader}",
+                    hint="raise `max_length` to keep them all",
+                    stacklevel=2,
+                )
 
 
 def _batches_before(counts: list[int], worker: int, start: int) -> int:

@@ -221,12 +221,36 @@ def gene_segments(
     return GeneSegments(ids=tok[perm], levels=lvl[perm], offsets=offsets, n_truncated=n_truncated, values=val[perm])
 
 
-def warn_truncated(n_truncated: int, n_cells: int, max_genes: int) -> None:
-    """Warn once per call with the number of cells whose gene segment was cut to ``max_genes``."""
+def warn_truncated(
+    n_truncated: int,
+    n_cells: int,
+    max_genes: int,
+    *,
+    cells: str = "cells",
+    hint: str | None = None,
+    stacklevel: int = 3,
+) -> None:
+    """Warn with the number of cells whose gene segment was cut to ``max_genes``; nothing when there are none.
+
+    Parameters
+    ----------
+    n_truncated
+        Cells that express more than ``max_genes`` model genes (:attr:`GeneSegments.n_truncated`, summed).
+    n_cells
+        Cells looked at.
+    max_genes
+        Genes a sentence keeps at most.
+    cells
+        What the cells are, in the message (``"N of M <cells> express …"``).
+    hint
+        What to do about it, appended in parentheses.
+    stacklevel
+        Passed to :func:`warnings.warn` (the default points at the caller's caller).
+    """
     if n_truncated:
         warnings.warn(
-            f"{n_truncated} of {n_cells} cells express more than {max_genes} model genes; their sentences keep the "
-            f"{max_genes} most highly expressed genes.",
+            f"{n_truncated} of {n_cells} {cells} express more than {max_genes} model genes; their sentences keep the "
+            f"{max_genes} most highly expressed genes{f' ({hint})' if hint else ''}.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
