@@ -63,10 +63,23 @@ class Sentences:
 
 @dataclass
 class Segment:
-    """One piece of every cell's sentence (possibly empty for some cells).
+    """One piece of every cell's sentence (possibly empty for some cells), for :func:`concat`.
 
-    ``group`` is an int for all entries, or ``"ordered"`` to give each entry its own label group
-    (``FIRST_LABEL_GROUP + position within the segment``).
+    The entries of ``n`` cells are concatenated: cell ``i`` has ``ids[offsets[i]:offsets[i+1]]``. Build one with
+    :meth:`from_genes`, :meth:`from_matrix` or :meth:`constant`.
+
+    Parameters
+    ----------
+    ids
+        Entity ids of all entries (int64).
+    levels
+        Their values (int64): gene levels 1..10, 0 for every other entity.
+    offsets
+        ``(n + 1,)`` int64, starting at 0 and non-decreasing.
+    group
+        Training target group (see :attr:`Sentences.groups`): an int shared by all entries (``PROMPT_GROUP``: no
+        target; ``GENE_SET_GROUP``: one unordered set), or ``"ordered"`` to give each entry its own label group
+        (``FIRST_LABEL_GROUP + position within the segment``), so the entries are predicted in order.
     """
 
     ids: np.ndarray
@@ -76,6 +89,7 @@ class Segment:
 
     @property
     def lengths(self) -> np.ndarray:
+        """Entries per cell, ``(n,)`` int64 (0 where the segment is empty for the cell)."""
         return np.diff(self.offsets)
 
     @classmethod

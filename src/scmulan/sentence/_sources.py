@@ -87,13 +87,16 @@ class CellSource:
     Parameters
     ----------
     data
-        An AnnData, or the path of an ``.h5ad`` file (opened ``backed="r"`` when first read, in each worker).
+        An AnnData, or the path of an ``.h5ad`` file (opened ``backed="r"`` when first read, in each worker). A
+        backed AnnData sent to a DataLoader worker (spawn or forkserver) reopens its file there; its token ids and
+        metadata are computed from the in-memory ``var`` and ``obs`` before it goes.
     vocab
         The model's vocabulary (gene and metadata token ids).
     obs_keys
         Metadata field -> ``obs`` column to read (known values enter sentences as metadata tokens).
     layer
-        Layer with the log-normalised expression (``None``: ``X``). Backed files are read from ``X``.
+        Layer with the log-normalised expression (``None``: ``X``). Only ``X`` of a backed AnnData or file stays on
+        disk; a layer is read from memory (AnnData loads layers when it opens a file ``backed="r"``).
     gene_symbols
         ``var`` column with gene identifiers (see :func:`~scmulan.sentence.gene_token_ids`).
     normalize
@@ -226,7 +229,21 @@ class CellSource:
 def as_sources(
     data: AnnData | str | os.PathLike | Sequence[AnnData | str | os.PathLike], vocab: Vocabulary, **kwargs
 ) -> list[CellSource]:
-    """One :class:`CellSource` per AnnData or ``.h5ad`` path."""
+    """One :class:`CellSource` per AnnData or ``.h5ad`` path.
+
+    Parameters
+    ----------
+    data
+        An AnnData (in memory or ``backed="r"``), the path of an ``.h5ad`` file, or a list of them (a corpus).
+    vocab
+        The model's vocabulary.
+    **kwargs
+        Passed to every :class:`CellSource` (``obs_keys``, ``layer``, ``gene_symbols``, ``normalize``).
+
+    Returns
+    -------
+    The sources, in the order given.
+    """
     items = [data] if hasattr(data, "obs") or isinstance(data, str | os.PathLike) else list(data)
     if not items:
         msg = "No data given: pass an AnnData, an .h5ad path or a list of them."

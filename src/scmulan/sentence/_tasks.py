@@ -90,10 +90,25 @@ class TaskSpec:
 
 
 def sample_tasks(spec: TaskSpec, n_genes: np.ndarray, metadata: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Task index per cell (into :data:`TASKS`), ``-1`` when the cell qualifies for none.
+    """Draw a task for every cell among those it qualifies for, with the weights of ``spec``.
 
     Annotation needs expressed genes and every annotation field; metadata needs expressed genes and at least one
-    metadata field; generation needs nothing.
+    metadata field; generation needs nothing. A task with weight 0 is never drawn.
+
+    Parameters
+    ----------
+    spec
+        Fields (the columns of ``metadata``), which of them each task predicts, and the task weights.
+    n_genes
+        Expressed model genes per cell, ``(n,)`` (e.g. :attr:`GeneSegments.lengths`).
+    metadata
+        Metadata token ids ``(n, len(spec.fields))``, ``-1`` where the cell's value is unknown.
+    rng
+        Random generator (one uniform draw per cell).
+
+    Returns
+    -------
+    Task index per cell into :data:`TASKS` (int64, ``(n,)``), ``-1`` where the cell qualifies for none.
     """
     known = metadata >= 0
     can = np.zeros((len(n_genes), len(TASKS)), dtype=bool)
