@@ -3,9 +3,10 @@
 Methods, all on the same random weights and the same cells, timed in the same process:
 
 - ``ours_constrained``: ``model.annotate(adata)`` (the public API: sentences built from the AnnData, length-bucketed
-  left-padded batches, one prompt pass that fills a key/value cache, then cached one-token steps; step 1 restricted
+  right-padded batches, one prompt pass that fills a key/value cache, then cached one-token steps; step 1 restricted
   to coarse types, step 2 to fine types);
-- ``ours_legacy``: ``model.annotate(adata, legacy=True)`` (same machinery, the original's masking, 3 steps);
+- ``ours_legacy``: ``model.annotate(adata, legacy=True)`` (same machinery, the original's masking, 3 steps; always
+  fp32, as the package runs legacy decoding);
 - ``baseline``: the original scMulan's algorithm (``generate_cellGenesis(top_k=1)``, scmulan-original.md §3.1-3.2),
   written out here: one cell at a time (batch size 1), genes > 0 in reverse column order binned with
   ``np.digitize(v, np.linspace(0, max, 11), right=True)`` + ``<PCT>``, then 3 steps that each run ``net(...)`` over the
@@ -15,7 +16,10 @@ Methods, all on the same random weights and the same cells, timed in the same pr
   computed (as the original does). The original's pandas/tokenizer overheads are NOT included (see
   ``sentence_throughput.py`` for those), so the baseline is, if anything, faster than the original.
 
-The baseline's labels and embeddings are checked against ``ours_legacy`` (they must agree: same algorithm).
+The baseline's labels and embeddings are checked against ``ours_legacy`` (they must agree: same algorithm), both in
+fp32. Every method reports the precision it ran in, and its speed-up is against the baseline in that precision: with
+``--dtype bf16`` the baseline runs twice, in bf16 (``baseline``, the reference of ``ours_constrained``) and in fp32
+(``baseline_fp32``, the reference of ``ours_legacy`` and of the agreement check).
 
 Network: a random-weight :class:`scmulan.nn.CSentenceTransformer` of each preset with a legacy-sized vocabulary
 (2,222 entities), written as an original-format checkpoint and loaded with ``SCMULAN.from_legacy_checkpoint``. The
@@ -36,9 +40,10 @@ GPU (needs a CUDA machine; nothing here is GPU-specific except what the flags se
     python benchmarks/annotation_throughput.py --preset scmulan-v1 --device cuda --dtype bf16 \\
         --n-cells 2048 --baseline-cells 64 --batch-size 128
 
-reports tokens/s (prompt + decoded tokens) and the achieved fraction of a bf16 matmul peak measured in the same
-script (a loop of 8192 x 8192 ``torch.matmul``). ``--dtype bf16`` is the package's default on CUDA (autocast);
-``--dtype fp32`` switches the autocast off for every method.
+reports tokens/s (prompt + decoded tokens) and the achieved fraction of a matmul peak in each method's precision,
+measured in the same script (a loop of 8192 x 8192 ``torch.matmul``). ``--dtype bf16`` is the package's default on CUDA (autocast) for
+``ours_constrained`` and ``baseline``; ``ours_legacy`` stays fp32 (see above). ``--dtype fp32`` switches the autocast
+off for every method.
 
 CPU (the figures in benchmarks/README.md)::
 
@@ -66,6 +71,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 METHODS = ("ours_constrained", "ours_legacy", "baseline")
+BASELINE_FP32 = "baseline_fp32"  # with --dtype bf16: the baseline again in fp32, to compare with ours_legacy
 LEGACY_VOCAB_SIZE = 2222
 
 
@@ -208,6 +214,21 @@ def build_inputs(args, preset: str, workdir: Path) -> dict:
 # ---------------------------------------------------------------------------- the methods
 
 
+def methods(args) -> tuple[str, ...]:
+    """The methods of a run: with ``--dtype bf16`` also the fp32 baseline (the reference of ``ours_legacy``)."""
+    return METHODS + ((BASELINE_FP32,) if args.dtype == "bf16" else ())
+
+
+def method_dtype(name: str, args) -> str:
+    """Precision a method runs in: legacy decoding is always fp32 in the package; the rest follow ``--dtype``."""
+    return "fp32" if name in ("ours_legacy", BASELINE_FP32) else args.dtype
+
+
+def reference_baseline(name: str, args) -> str:
+    """The baseline run in the same precision as ``name`` (its speed-up is measured against it)."""
+    return BASELINE_FP32 if method_dtype(name, args) == "fp32" and args.dtype == "bf16" else "baseline"
+
+
 def _autocast(device, dtype: str):
     import torch
 
@@ -269,8 +290,8 @@ def run_baseline(model, prompts, device, dtype: str, n_steps: int = 3):
 
 def run_method(name: str, model, adata, prompts, args, device):
     """One timed call; returns (labels, embedding)."""
-    if name == "baseline":
-        return run_baseline(model, prompts, device, args.dtype)
+    if name in ("baseline", BASELINE_FP32):
+        return run_baseline(model, prompts, device, method_dtype(name, args))
     labels, embedding = model.annotate(
         adata,
         legacy=name == "ours_legacy",
@@ -363,7 +384,7 @@ def child_memory(method: str, inputs: dict, args, n_cells: int) -> dict:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     model, adata = load(inputs, args, n_cells)
-    prompts = baseline_prompts(model, adata) if method == "baseline" else None
+    prompts = baseline_prompts(model, adata) if method.startswith("baseline") else None
     with precision(device, args.dtype):
         run_method(method, model, adata[:8].copy(), prompts[:8] if prompts else None, args, device)  # warm-up
         _sync(device)
@@ -405,7 +426,7 @@ def _memory_in_subprocess(method: str, inputs: dict, args, n_cells: int) -> dict
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def bench_preset(args, preset: str, workdir: Path, peak_flops: float) -> dict:
+def bench_preset(args, preset: str, workdir: Path, peak_flops: dict[str, float]) -> dict:
     import torch
 
     from scmulan._device import resolve_device
@@ -418,10 +439,10 @@ def bench_preset(args, preset: str, workdir: Path, peak_flops: float) -> dict:
     lengths = np.array([len(p[0]) for p in prompts])
     results, outputs = {}, {}
     with precision(device, args.dtype):
-        for name in METHODS:  # warm-up (first-call costs: allocator, kernels, lazy imports)
+        for name in methods(args):  # warm-up (first-call costs: allocator, kernels, lazy imports)
             run_method(name, model, adata[:8].copy(), prompts[:8], args, device)
-        for name in METHODS:
-            cells = adata if name != "baseline" else adata[:n_base].copy()
+        for name in methods(args):
+            cells = adata[:n_base].copy() if name.startswith("baseline") else adata
             best = float("inf")
             for _ in range(max(1, args.repeats)):
                 _sync(device)
@@ -434,26 +455,30 @@ def bench_preset(args, preset: str, workdir: Path, peak_flops: float) -> dict:
             tokens = lengths[:n].sum() + steps * n  # prompt tokens + decoded tokens
             flops = model_flops(model.module.config, lengths[:n], steps)
             results[name] = {
+                "dtype": method_dtype(name, args),
                 "n_cells": int(n),
                 "seconds": best,
                 "cells_per_s": n / best,
                 "tokens_per_s": float(tokens / best),
                 "model_tflops_per_s": flops / best / 1e12,
-                "fraction_of_matmul_peak": flops / best / peak_flops,
+                "fraction_of_matmul_peak": flops / best / peak_flops[method_dtype(name, args)],
             }
-    # the baseline is the original algorithm: it must agree with the legacy mode on the cells it ran
+    # the baseline is the original algorithm: it must agree with the legacy mode (both fp32) on the cells it ran
     ours_labels, ours_emb = outputs["ours_legacy"]
-    base_labels, base_emb = outputs["baseline"]
+    base_labels, base_emb = outputs[reference_baseline("ours_legacy", args)]
     agreement = {
+        "dtype": method_dtype("ours_legacy", args),
         "labels_equal_fraction": float(np.mean(ours_labels[:n_base] == base_labels)),
         "embedding_max_abs_diff": float(np.abs(ours_emb[:n_base] - base_emb).max()),
     }
     if not args.no_memory:
-        for name in METHODS:
-            n = n_base if name == "baseline" else args.n_cells
+        for name in methods(args):
+            n = n_base if name.startswith("baseline") else args.n_cells
             results[name].update(_memory_in_subprocess(name, inputs, args, n))
     for name in ("ours_constrained", "ours_legacy"):
-        results[name]["speedup_vs_baseline"] = results[name]["cells_per_s"] / results["baseline"]["cells_per_s"]
+        reference = reference_baseline(name, args)
+        results[name]["speedup_vs"] = reference
+        results[name]["speedup_vs_baseline"] = results[name]["cells_per_s"] / results[reference]["cells_per_s"]
     n_params = model.module.num_parameters()
     del model
     if device.type == "cuda":
@@ -471,7 +496,7 @@ def bench_preset(args, preset: str, workdir: Path, peak_flops: float) -> dict:
 
 def _table(report: dict) -> str:
     head = (
-        f"{'preset':<11} {'method':<17} {'cells':>6} {'cells/s':>9} {'tokens/s':>10} {'x base':>7} "
+        f"{'preset':<11} {'method':<17} {'dtype':<5} {'cells':>6} {'cells/s':>9} {'tokens/s':>10} {'x base':>7} "
         f"{'%peak':>6} {'peak RSS +MB':>12}"
     )
     lines = [head, "-" * len(head)]
@@ -483,13 +508,14 @@ def _table(report: dict) -> str:
             else:
                 mem_s = f"{mem:.1f}" if mem is not None else r.get("error", "-")[:12]
             lines.append(
-                f"{run['preset']:<11} {name:<17} {r['n_cells']:>6} {r['cells_per_s']:>9.1f} {r['tokens_per_s']:>10.0f} "
+                f"{run['preset']:<11} {name:<17} {r['dtype']:<5} {r['n_cells']:>6} {r['cells_per_s']:>9.1f} "
+                f"{r['tokens_per_s']:>10.0f} "
                 f"{r.get('speedup_vs_baseline', 1.0):>7.1f} {100 * r['fraction_of_matmul_peak']:>6.2f} {mem_s:>12}"
             )
         a = run["baseline_agreement"]
         lines.append(
             f"{'':<11} mean prompt length {run['mean_prompt_length']:.0f} (range {run['prompt_length_range']}); "
-            f"baseline vs legacy: labels equal {100 * a['labels_equal_fraction']:.0f}%, "
+            f"baseline vs legacy ({a['dtype']}): labels equal {100 * a['labels_equal_fraction']:.0f}%, "
             f"embedding max |diff| {a['embedding_max_abs_diff']:.1e}"
         )
     return "\n".join(lines)
@@ -503,7 +529,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--density", type=float, default=1.0, help="keep this fraction of expressed entries")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto")
-    p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16: CUDA autocast")
+    p.add_argument(
+        "--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16: CUDA autocast (legacy decoding stays fp32)"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--repeats", type=int, default=2, help="timed calls per method; the fastest is reported")
     p.add_argument("--seed", type=int, default=0)
@@ -515,7 +543,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--no-memory", action="store_true", help="skip the per-method memory subprocesses")
     p.add_argument("--out", type=Path, default=HERE / "results" / "annotation_throughput.json")
-    p.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=(*METHODS, BASELINE_FP32), help=argparse.SUPPRESS)
     p.add_argument("--child-inputs", help=argparse.SUPPRESS)
     p.add_argument("--child-n-cells", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -537,9 +565,11 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(args.device)
     if args.dtype == "bf16" and device.type != "cuda":
         p.error("--dtype bf16 needs a CUDA device (scmulan runs fp32 on CPU)")
-    peak = matmul_peak(device, args.dtype)
+    # each method's %peak is against the matmul peak of its own precision
+    peaks = {dtype: matmul_peak(device, dtype) for dtype in dict.fromkeys([args.dtype, "fp32"])}
+    peak = peaks[args.dtype]
     with tempfile.TemporaryDirectory(prefix="scmulan_bench_") as tmp:
-        runs = [bench_preset(args, preset, Path(tmp), peak) for preset in args.preset]
+        runs = [bench_preset(args, preset, Path(tmp), peaks) for preset in args.preset]
     report = {
         "machine": {
             "python": platform.python_version(),
@@ -551,12 +581,13 @@ def main(argv: list[str] | None = None) -> None:
         },
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("child")},
         "matmul_peak_tflops": peak / 1e12,
+        "matmul_peak_tflops_by_dtype": {k: v / 1e12 for k, v in peaks.items()},
         "memory": "peak RSS growth over the call (VmHWM - VmRSS after resetting the peak), one subprocess per method",
         "runs": runs,
     }
     print(
         f"device {report['machine']['device']}, torch threads {report['machine']['torch_threads']}, "
-        f"measured {args.dtype} matmul peak {peak / 1e12:.3f} TFLOP/s"
+        "measured matmul peak " + ", ".join(f"{k} {v / 1e12:.3f}" for k, v in peaks.items()) + " TFLOP/s"
     )
     print(_table(report))
     args.out.parent.mkdir(parents=True, exist_ok=True)

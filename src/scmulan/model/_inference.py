@@ -1,7 +1,8 @@
 """The one inference runner behind annotation, metadata prediction, embeddings and generation.
 
 Cells are read in chunks (in-memory or backed AnnData), turned into prompts, sorted by length into batches within
-the chunk, left-padded, decoded with the key/value cache on the chosen device, and the results are written back
+the chunk, right-padded (real tokens first: the prompt pass runs plain causal attention, exact because the model has
+no positional embedding), decoded with the key/value cache on the chosen device, and the results are written back
 in the original cell order.
 """
 
