@@ -116,6 +116,78 @@ def test_sex_genes_follow_sex(atlas):
         assert counts[sex == own].mean() > 10 * counts[sex == other].mean()
 
 
+@pytest.fixture(scope="module")
+def effects():
+    """A larger atlas (less sampling noise), its log-normalised expression, its obs as strings and control genes."""
+    adata = synthetic_atlas(4000, 300, seed=3)
+    info = adata.uns["synthetic_atlas"]
+    used = set(info["age_genes"])
+    for key in ("organ_genes", "region_genes", "disease_genes", "sex_genes"):
+        used = used.union(*info[key].values())
+    for kind in ("coarse", "fine"):
+        used = used.union(*info["markers"][kind].values())
+    control = [g for g in adata.var_names if g not in used]  # background genes no effect touches
+    assert len(control) > 50
+    x = pd.DataFrame(_lognorm(adata), columns=adata.var_names)
+    return info, x, adata.obs.astype(str), control
+
+
+def _mean_shift(x: pd.DataFrame, a: np.ndarray, b: np.ndarray) -> pd.Series:
+    """|mean over cells ``a`` - mean over cells ``b``| of every gene."""
+    return (x[a].mean() - x[b].mean()).abs()
+
+
+def test_organ_genes_differ_between_organs(effects):
+    info, x, obs, control = effects
+    own, background = [], []
+    for organ, genes in info["organ_genes"].items():
+        inside = (obs["organ"] == organ).to_numpy()
+        shift = _mean_shift(x, inside, ~inside)
+        own += list(shift[genes])
+        background += list(shift[control])
+    assert np.median(own) > 3 * np.median(background)
+
+
+def test_region_genes_differ_from_the_sibling_regions(effects):
+    info, x, obs, control = effects
+    own, background = [], []
+    for organ, regions in info["organ_regions"].items():
+        for region in regions:
+            inside = (obs["region"] == region).to_numpy()
+            siblings = ((obs["organ"] == organ) & (obs["region"] != region)).to_numpy()  # same organ: no organ effect
+            shift = _mean_shift(x, inside, siblings)
+            own += list(shift[info["region_genes"][region]])
+            background += list(shift[control])
+    assert np.median(own) > 3 * np.median(background)
+
+
+def test_age_genes_trend_with_age(effects):
+    info, x, obs, control = effects
+    genes = info["age_genes"]
+    means = [x[(obs["age"] == age).to_numpy()].mean() for age in ("20 year", "45 year", "70 year")]
+    shift = (means[2] - means[0]).abs()
+    assert np.median(shift[genes]) > 3 * np.median(shift[control])
+    monotone = np.sign(means[1] - means[0]) == np.sign(means[2] - means[1])
+    assert monotone[genes].mean() >= 0.8  # a smooth trend: the middle age lies between the others
+    assert monotone[control].mean() < 0.7
+
+
+def test_disease_genes_shift_only_in_the_affected_cell_types(effects):
+    info, x, obs, control = effects
+    healthy = (obs["disease"] == "Healthy").to_numpy()
+    affected_shift, other_shift, control_shift = [], [], []
+    assert len(info["disease_genes"]) == 2
+    for disease, genes in info["disease_genes"].items():
+        sick = (obs["disease"] == disease).to_numpy()
+        affected = obs["coarse_cell_type"].isin(info["disease_cell_types"][disease]).to_numpy()
+        assert 0 < affected.mean() < 1
+        affected_shift += list(_mean_shift(x, sick & affected, healthy & affected)[genes])
+        other_shift += list(_mean_shift(x, sick & ~affected, healthy & ~affected)[genes])
+        control_shift += list(_mean_shift(x, sick & affected, healthy & affected)[control])
+    assert np.median(affected_shift) > 3 * np.median(other_shift)
+    assert np.median(affected_shift) > 3 * np.median(control_shift)
+
+
 def test_technology_changes_library_size():
     adata = synthetic_atlas(1500, 200, seed=0)
     library = pd.Series(np.asarray(adata.X.sum(1)).ravel()).groupby(adata.obs["technology"].to_numpy()).median()
@@ -158,6 +230,12 @@ def test_writes_h5ad(tmp_path):
     assert back.obs["disease"].cat.categories.tolist() == ["Healthy"]
 
 
+def test_the_largest_seed_writes_to_h5ad(tmp_path):
+    adata = synthetic_atlas(20, 200, seed=2**63 - 1)
+    adata.write_h5ad(tmp_path / "atlas.h5ad")
+    assert ad.read_h5ad(tmp_path / "atlas.h5ad").uns["synthetic_atlas"]["params"]["seed"] == 2**63 - 1
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -179,6 +257,9 @@ def test_writes_h5ad(tmp_path):
         ({"batch_strength": float("nan")}, "batch_strength"),
         ({"library_size": 0}, "library_size"),
         ({"seed": -1}, "seed"),
+        ({"seed": 2**63}, r"`seed` must be at most 2\*\*63 - 1"),
+        ({"seed": 2**64}, r"`seed` must be at most 2\*\*63 - 1"),
+        ({"seed": 1.0}, "seed"),
     ],
 )
 def test_bad_input(kwargs, match):

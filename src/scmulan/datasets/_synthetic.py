@@ -17,11 +17,26 @@ logger = logging.getLogger(__name__)
 COUNTS_PER_GENE = 1.0
 
 
+# The seed is recorded in `uns` and must survive `write_h5ad`, which stores integers as int64.
+MAX_SEED = 2**63 - 1
+
+
 def _check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
         msg = f"`{name}` must be an integer >= {minimum}, got {value!r}."
         raise ValueError(msg)
     return int(value)
+
+
+def _check_seed(seed: object) -> int:
+    seed = _check_int("seed", seed, 0)
+    if seed > MAX_SEED:
+        msg = (
+            f"`seed` must be at most 2**63 - 1 = {MAX_SEED} (it is stored in `uns['synthetic_atlas']` and written to "
+            f".h5ad as a 64-bit integer), got {seed}."
+        )
+        raise ValueError(msg)
+    return seed
 
 
 def _check_real(name: str, value: object, *, positive: bool) -> float:
@@ -131,7 +146,8 @@ def synthetic_atlas(
     library_size
         Median total counts per cell for the first technology; `None`: one count per gene (``n_genes``).
     seed
-        Seed of :func:`numpy.random.default_rng`; the same seed gives the same atlas.
+        Seed of :func:`numpy.random.default_rng`, an integer from 0 to 2**63 - 1; the same seed gives the same
+        atlas.
 
     Returns
     -------
@@ -173,7 +189,7 @@ def synthetic_atlas(
     batch_strength = _check_real("batch_strength", batch_strength, positive=False)
     library_size = COUNTS_PER_GENE * n_genes if library_size is None else library_size
     library_size = _check_real("library_size", library_size, positive=True)
-    seed = _check_int("seed", seed, 0)
+    seed = _check_seed(seed)
     n_fine = n_coarse_types * n_fine_per_coarse
     needed = required_genes(n_coarse_types, n_fine, n_coarse_markers, n_fine_markers)
     if n_genes < needed:
