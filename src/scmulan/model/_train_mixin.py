@@ -327,10 +327,7 @@ def _counting_long_cells(chunks, col_token: np.ndarray, spec: TaskSpec, model) -
     max_genes = max(1, model.max_length_ - len(spec.fields) - 3)
     n_long = n_cells = 0
     for X in chunks:
-        expressed = (X.data > 0) & (col_token[X.indices] >= 0)
-        per_cell = np.add.reduceat(expressed, X.indptr[:-1]) if X.nnz else np.zeros(X.shape[0], dtype=int)
-        per_cell[np.diff(X.indptr) == 0] = 0  # reduceat repeats the next value for empty rows
-        n_long += int((per_cell > max_genes).sum())
+        n_long += int((_expressed_per_row(X, col_token) > max_genes).sum())
         n_cells += X.shape[0]
         yield X
     if n_long:
@@ -340,3 +337,10 @@ def _counting_long_cells(chunks, col_token: np.ndarray, spec: TaskSpec, model) -
             UserWarning,
             stacklevel=4,
         )
+
+
+def _expressed_per_row(X, col_token: np.ndarray) -> np.ndarray:
+    """Number of expressed model genes in each row of a CSR matrix (rows without any, anywhere, count 0)."""
+    expressed = (X.data > 0) & (col_token[X.indices] >= 0)
+    running = np.concatenate([[0], np.cumsum(expressed, dtype=np.int64)])
+    return running[X.indptr[1:]] - running[X.indptr[:-1]]
