@@ -99,7 +99,11 @@ def register(commands: Any, *, parents: list[argparse.ArgumentParser]) -> None:
     hardware = parser.add_argument_group("hardware (Lightning)")
     hardware.add_argument("--accelerator", default="auto", help="auto, cpu, gpu, mps, …")
     hardware.add_argument("--devices", type=devices, default="auto", help="auto, a count (4) or a list (0,1)")
-    hardware.add_argument("--strategy", default="auto", help="auto, ddp, fsdp, …")
+    hardware.add_argument(
+        "--strategy",
+        default="auto",
+        help="auto, ddp (one process per device), fsdp (parameters sharded over the devices, one unit per block), …",
+    )
     hardware.add_argument("--precision", default="auto", help="auto (bf16 mixed on GPUs), 32-true, bf16-mixed, …")
     parser.set_defaults(run=run_train)
 
@@ -160,6 +164,8 @@ def run_train(args: argparse.Namespace) -> str:
             seed=args.seed,
             enable_progress_bar=not args.quiet,
         )
+    if _global_rank() != 0:  # the other processes of a ddp/fsdp run hold the same weights: one saves and reports
+        return ""
     model.save(out, overwrite=args.overwrite)
     shown = ""
     for name in ("validation_loss", "train_loss"):
@@ -171,6 +177,13 @@ def run_train(args: argparse.Namespace) -> str:
         f"trained SCMULAN ({args.config}, {model.module.num_parameters():,} parameters) on {adata.n_obs} cells "
         f"for {args.epochs} epoch(s), tasks {', '.join(args.tasks)} -> {out}{shown}"
     )
+
+
+def _global_rank() -> int:
+    """The global rank of this process in a distributed run (0 outside one and in the main process of ddp_spawn)."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _last(history: dict | None, prefix: str) -> float | None:
