@@ -3,19 +3,25 @@
 Importing this module imports torch and Lightning; ``import scmulan`` does not import it.
 """
 
-from ._fit import fit, history_from_csv, resolve_precision
+from ._fit import fit, history_from_csv, latest_finite_checkpoint, resolve_precision, resolve_strategy
+from ._fsdp import BlockFSDPStrategy, full_state_dict
 from ._objective import ObjectiveOutput, remaining_set_mask, set_objective
-from ._plan import CSentenceTrainingPlan, NonFiniteLossError, parameter_groups, warmup_cosine
+from ._plan import CSentenceTrainingPlan, NonFiniteLossError, clip_grad_norm, parameter_groups, warmup_cosine
 
 __all__ = [
+    "BlockFSDPStrategy",
     "CSentenceTrainingPlan",
     "NonFiniteLossError",
     "ObjectiveOutput",
+    "clip_grad_norm",
     "fit",
+    "full_state_dict",
     "history_from_csv",
+    "latest_finite_checkpoint",
     "parameter_groups",
     "remaining_set_mask",
     "resolve_precision",
+    "resolve_strategy",
     "set_objective",
     "warmup_cosine",
 ]

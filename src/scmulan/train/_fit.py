@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
+import pickle
 import re
 import tempfile
 from pathlib import Path
@@ -14,8 +16,10 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.strategies import FSDPStrategy, Strategy
 from torch.utils.data import DataLoader
 
+from scmulan.train._fsdp import BlockFSDPStrategy, full_state_dict
 from scmulan.train._plan import CSentenceTrainingPlan
 
 logger = logging.getLogger(__name__)
@@ -43,8 +47,23 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> str | None:
     return max(found)[1] if found else None
 
 
+def latest_finite_checkpoint(checkpoint_dir: str | os.PathLike) -> str | None:
+    """The newest checkpoint in ``checkpoint_dir`` whose weights are all finite (read back to make sure), if any."""
+    found = [(int(m.group(1)), p) for p in Path(checkpoint_dir).glob("*.ckpt") if (m := _STEP.search(p.name))]
+    for _, path in sorted(found, reverse=True):
+        try:
+            saved = torch.load(path, map_location="cpu", mmap=True, weights_only=True)["state_dict"]
+        except (OSError, RuntimeError, KeyError, pickle.UnpicklingError):  # unreadable (e.g. cut short): not good
+            continue
+        if all(torch.isfinite(v).all() for v in saved.values() if v.is_floating_point()):
+            return str(path)
+    return None
+
+
 def _check_checkpoint_fits(path: str, plan: CSentenceTrainingPlan) -> None:
     """Refuse to resume from a checkpoint of a different model (another vocabulary or size), naming the fix."""
+    if Path(path).is_dir():  # a sharded FSDP checkpoint (`state_dict_type="sharded"`): Lightning checks it itself
+        return
     saved = torch.load(path, map_location="cpu", mmap=True, weights_only=True)["state_dict"]
     current = plan.state_dict()
     wrong = [k for k in current if k not in saved or tuple(saved[k].shape) != tuple(current[k].shape)]
@@ -66,6 +85,15 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     if uses_cuda and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16-mixed"
     return "32-true"
+
+
+def resolve_strategy(strategy: str | Strategy) -> str | Strategy:
+    """``"fsdp"`` (and ``"fsdp_cpu_offload"``): :class:`~scmulan.train.BlockFSDPStrategy`; anything else unchanged."""
+    if strategy == "fsdp":
+        return BlockFSDPStrategy()
+    if strategy == "fsdp_cpu_offload":
+        return BlockFSDPStrategy(cpu_offload=True)
+    return strategy
 
 
 def history_from_csv(log_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
@@ -96,7 +124,7 @@ def fit(
     max_steps: int = -1,
     accelerator: str = "auto",
     devices: int | str | list[int] = "auto",
-    strategy: str = "auto",
+    strategy: str | Strategy = "auto",
     num_nodes: int = 1,
     precision: str = "auto",
     accumulate_grad_batches: int = 1,
@@ -121,14 +149,19 @@ def fit(
         Stopping criteria (Lightning semantics).
     accelerator, devices, strategy, num_nodes
         Passed to :class:`lightning.pytorch.Trainer`: e.g. ``strategy="ddp"`` over several GPUs or nodes,
-        ``"fsdp"`` for models that do not fit one GPU, ``"ddp_spawn"`` with ``accelerator="cpu", devices=2``
-        for two CPU processes.
+        ``"ddp_spawn"`` with ``accelerator="cpu", devices=2`` for two CPU processes. ``strategy="fsdp"`` shards
+        parameters, gradients and optimiser state over the processes with one FSDP unit per transformer block
+        (:class:`~scmulan.train.BlockFSDPStrategy`; a :class:`~lightning.pytorch.strategies.FSDPStrategy` object is
+        used as given); Lightning's FSDP strategies launch processes like ``"ddp"`` (run as a script or with
+        ``torchrun``, not in a notebook). FSDP trains a copy of the network: when ``fit`` returns, the full trained
+        weights are gathered on every process and loaded into ``plan.net`` on the CPU.
     precision
         ``"auto"`` (bf16 mixed on CUDA, fp32 elsewhere) or any Lightning precision string.
     accumulate_grad_batches
         Batches per optimiser step.
     gradient_clip_val
-        Gradient-norm clipping (``None``: off).
+        Gradient-norm clipping (``None``: off). The norm is checked whether or not it is clipped: a non-finite
+        one stops training (:class:`~scmulan.train.NonFiniteLossError`) before the update.
     checkpoint_dir
         Run directory: checkpoints go to ``checkpoint_dir/checkpoints``, CSV logs to ``checkpoint_dir/logs``
         (a temporary directory when ``None``; no resuming then).
@@ -136,8 +169,9 @@ def fit(
         Save a checkpoint every so many optimiser steps (always at the end of each epoch).
     resume
         Continue from the newest checkpoint in ``checkpoint_dir`` when there is one: weights, optimiser, scheduler,
-        step, epoch and the position in the data are restored, so the run ends with the same weights as one that
-        never stopped (the logged average of the interrupted epoch covers the batches after the restart only).
+        step, epoch, the position in the data and the random states (dropout) are restored, so the run ends with
+        the same weights as one that never stopped, given the same number of processes (the logged average of the
+        interrupted epoch covers the batches after the restart only).
     num_workers
         Data-loading worker processes.
     enable_progress_bar
@@ -145,7 +179,9 @@ def fit(
     seed
         Seeds Python, NumPy and torch (``lightning.seed_everything``) before training.
     **trainer_kwargs
-        Other :class:`lightning.pytorch.Trainer` arguments (``logger``, ``callbacks``, ``limit_train_batches``…).
+        Other :class:`lightning.pytorch.Trainer` arguments (``callbacks``, ``limit_train_batches``…). ``logger``
+        adds loggers to the CSV one that ``history_`` is read from, e.g.
+        ``logger=lightning.pytorch.loggers.TensorBoardLogger(run_dir)``.
 
     Returns
     -------
@@ -195,7 +231,7 @@ def fit(
         max_steps=max_steps,
         accelerator=accelerator,
         devices=devices,
-        strategy=strategy,
+        strategy=resolve_strategy(strategy),
         num_nodes=num_nodes,
         precision=resolve_precision(precision, accelerator),
         accumulate_grad_batches=accumulate_grad_batches,
@@ -209,8 +245,10 @@ def fit(
         **trainer_kwargs,
     )
     loader_kwargs = {"batch_size": None, "num_workers": num_workers, "pin_memory": torch.cuda.is_available()}
-    train_loader = DataLoader(train_dataset, **loader_kwargs)
-    val_loader = DataLoader(validation_dataset, **loader_kwargs) if validation_dataset is not None else None
+    train_loader = _RandomStateNeutralLoader(train_dataset, **loader_kwargs)
+    val_loader = None
+    if validation_dataset is not None:
+        val_loader = _RandomStateNeutralLoader(validation_dataset, **loader_kwargs)
     ckpt_path = latest_checkpoint(checkpoint_dir) if resume else None
     if ckpt_path:
         _check_checkpoint_fits(ckpt_path, plan)
@@ -219,7 +257,20 @@ def fit(
     metrics = Path(csv.log_dir) / "metrics.csv"
     earlier = pd.read_csv(metrics) if ckpt_path and metrics.exists() else None  # the CSV logger starts afresh
     plan.train()  # inference leaves the network in eval mode; Lightning keeps whatever mode it finds
-    trainer.fit(plan, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
+    sharded = isinstance(trainer.strategy, FSDPStrategy)
+    if sharded:
+        # FSDP replaces the blocks by wrappers and leaves every parameter a view of this process's shard: it gets a
+        # copy, and the network keeps its own modules and is given the trained weights afterwards.
+        net = plan.net.to("cpu")
+        plan.net = copy.deepcopy(net)
+    try:
+        trainer.fit(plan, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
+        if sharded:
+            state = full_state_dict(trainer.strategy)
+            net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
+    finally:
+        if sharded:
+            plan.net = net
     if earlier is not None and trainer.is_global_zero and metrics.exists():
         resumed = pd.read_csv(metrics)
         first = resumed["step"].min() if len(resumed) else float("inf")
@@ -228,3 +279,21 @@ def fit(
     if tmp is not None:
         tmp.cleanup()
     return history
+
+
+class _RandomStateNeutralLoader(DataLoader):
+    """A DataLoader whose iterators leave torch's global random state as they found it.
+
+    A new iterator (every epoch, and the first one after resuming) draws a base seed from torch's global generator.
+    A run resumed from a checkpoint saved at the end of an epoch would then start the next epoch one draw behind
+    the run that never stopped, and its dropout masks would differ. The datasets draw from their own seeded
+    generators, so nothing here needs the global draw. (A ``generator=`` of the loader's own would do the same, but
+    a torch generator cannot be sent to ``ddp_spawn`` processes.)
+    """
+
+    def _get_iterator(self) -> Any:
+        state = torch.get_rng_state()
+        try:
+            return super()._get_iterator()
+        finally:
+            torch.set_rng_state(state)

@@ -1,21 +1,59 @@
-"""The Lightning training plan: objective, optimiser, schedule, per-task logging, resumable data position."""
+"""The Lightning training plan: objective, optimiser, schedule, clipping, per-task logging, exact resuming."""
 
 from __future__ import annotations
 
+import logging
 import math
-from typing import Any
+import random
+from collections.abc import Iterable
+from typing import Any, NoReturn
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 from torch import Tensor
 
 from scmulan.nn.model import CSentenceTransformer
 from scmulan.sentence._tasks import TASKS
 from scmulan.train._objective import set_objective
 
+logger = logging.getLogger(__name__)
+
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
+    """The training loss, the gradients or the weights became NaN or infinite."""
+
+
+def clip_grad_norm(parameters: Iterable[Tensor], max_norm: float | None, *, sharded_root: Any = None) -> Tensor:
+    """Total gradient norm before clipping; the gradients are scaled down to ``max_norm`` when it is given.
+
+    The norm is always computed: training stops on a non-finite one. Without a gradient scaler (fp32, bf16) the
+    gradients need no unscaling, so torch clips them directly; Lightning's own clipping refuses fused AdamW under
+    its mixed-precision plugin even in bf16. Under FSDP every process holds a shard of each gradient, so the norm
+    has to be taken over all shards by the root FSDP module (``FullyShardedDataParallel.clip_grad_norm_``), which
+    Lightning's FSDP plugin does not do.
+
+    Parameters
+    ----------
+    parameters
+        The optimised parameters (gradients already reduced across processes).
+    max_norm
+        Largest total 2-norm (``None``: measure only).
+    sharded_root
+        The root :class:`~torch.distributed.fsdp.FullyShardedDataParallel` module when training with FSDP.
+
+    Returns
+    -------
+    The total 2-norm of the gradients before clipping (the same value on every process).
+    """
+    limit = math.inf if max_norm is None else max_norm  # inf: the gradients are multiplied by 1
+    if sharded_root is not None:
+        return sharded_root.clip_grad_norm_(limit)
+    with_grad = [p for p in parameters if p.grad is not None]
+    if not with_grad:
+        return torch.zeros(())
+    return torch.nn.utils.clip_grad_norm_(with_grad, limit)
 
 
 def parameter_groups(net: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -38,6 +76,34 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: 
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def rng_state() -> dict[str, Any]:
+    """The random states of this process (torch CPU and CUDA, NumPy's global one, Python's) as tensors and tuples.
+
+    Only types that ``torch.load(weights_only=True)`` accepts, so checkpoints stay loadable without unpickling code.
+    """
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002 (the global state is what we save)
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the random states saved by :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    legacy = (kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss)
+    np.random.set_state(legacy)  # noqa: NPY002
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 class CSentenceTrainingPlan(pl.LightningModule):
@@ -70,13 +136,25 @@ class CSentenceTrainingPlan(pl.LightningModule):
 
     Notes
     -----
-    The original scMulan minimised ``2222 * mean BCE + 200 * MSE`` over all positions of a batch. ``2222 * mean`` is
-    the BCE summed over its 2,222-entity vocabulary, which is what ``entity`` is here for any vocabulary size. We
-    average per sentence before averaging sentences, so a 3-token annotation target counts as much as a
-    1,000-gene generation target (with a plain mean over positions, generation positions outnumber annotation
-    ones ~100:1). The default ``value_weight = 1`` keeps the value term (≈ 1–10 for levels 1..10) a minor part of
-    the entity term early on and comparable to it once the entity loss has converged (a few units per position);
-    the original's 200 made the value term dominate.
+    **Loss weights.** The original scMulan minimised ``2222 * mean BCE + 200 * MSE`` over all positions of a batch.
+    ``2222 * mean`` is the BCE summed over its 2,222-entity vocabulary, which is what ``entity`` is here for any
+    vocabulary size, so ``entity_weight = 1`` is the original's 2222 for its vocabulary. We average per sentence
+    before averaging sentences, so a 3-token annotation target counts as much as a 1,000-gene generation target
+    (with a plain mean over positions, generation positions outnumber annotation ones ~100:1). The default
+    ``value_weight = 1`` keeps the value term (≈ 1–10 for levels 1..10) a minor part of the entity term early on
+    and comparable to it once the entity loss has converged (a few units per position); the original's 200 made
+    the value term dominate, so the entity head, which annotation and generation decode from, learnt slowly.
+
+    **Schedule.** Linear warm-up over ``warmup_steps`` optimiser steps, but at most 10 % of the run's steps (at
+    least one), then cosine decay to ``min_lr_ratio * lr`` at the last step: a short run or a fine-tuning run spends
+    most of its steps near the peak learning rate instead of warming up.
+
+    **Gradients.** Clipping and a finiteness check happen in :meth:`configure_gradient_clipping`: a non-finite
+    gradient norm (fp32/bf16) stops training with :class:`NonFiniteLossError` before the update, so the weights
+    and checkpoints stay finite; a checkpoint is never written with non-finite weights.
+
+    **Resuming.** Checkpoints carry the position in the streaming data and every process's random states (torch,
+    CUDA, NumPy, Python), so a resumed run draws the same dropout masks as one that never stopped.
     """
 
     def __init__(
@@ -118,16 +196,13 @@ class CSentenceTrainingPlan(pl.LightningModule):
             value_weight=self.value_weight,
             positives=self.positives,
         )
-        if not torch.isfinite(out.loss):
-            from scmulan.train._fit import latest_checkpoint
-
-            last = latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir is not None else None
-            where = f" The last good checkpoint is {last}." if last else ""
-            msg = (
-                f"The {stage} loss became {out.loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
-                f"training stopped.{where} Lower the learning rate or check the data for extreme values."
-            )
-            raise NonFiniteLossError(msg)
+        finite = bool(torch.isfinite(out.loss))
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # one process stopping alone would leave the others waiting in the next collective
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            value = out.loss.item() if not torch.isfinite(out.loss) else "non-finite on another process"
+            self._stop(f"The {stage} loss became {value}", "training stopped")
         B = batch["ids"].shape[0]
         # Epoch averages under plain names (history_["train_loss"] exists after any run, however short), plus the
         # step-level training loss for learning curves.
@@ -159,10 +234,17 @@ class CSentenceTrainingPlan(pl.LightningModule):
         return self._shared_step(batch, "validation")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW with decay groups and a warm-up + cosine schedule stepped every optimiser step."""
-        fused = self.device.type == "cuda"
+        """AdamW with decay groups and a warm-up + cosine schedule stepped every optimiser step.
+
+        The warm-up is capped at 10 % of the run's optimiser steps (see the class notes). AdamW is fused on CUDA,
+        except when a gradient scaler (``precision="16-mixed"``) must unscale the gradients before clipping, or
+        when FSDP shards the parameters.
+        """
         opt = torch.optim.AdamW(
-            parameter_groups(self.net, self.weight_decay), lr=self.lr, betas=self.betas, fused=fused or None
+            parameter_groups(self.net, self.weight_decay),
+            lr=self.lr,
+            betas=self.betas,
+            fused=self._fused_adamw() or None,
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = min(self.warmup_steps, max(1, total // 10))
@@ -172,6 +254,57 @@ class CSentenceTrainingPlan(pl.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _grad_scaler(self) -> Any:
+        """The precision plugin's gradient scaler (fp16 mixed precision), or ``None``."""
+        return getattr(self.trainer.precision_plugin, "scaler", None) if self._trainer is not None else None
+
+    def _sharded(self) -> bool:
+        """Whether FSDP shards the parameters and gradients."""
+        return self._trainer is not None and isinstance(self.trainer.strategy, FSDPStrategy)
+
+    def _fused_adamw(self) -> bool:
+        return self.device.type == "cuda" and self._grad_scaler() is None and not self._sharded()
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip the gradients (by norm unless Lightning was asked for ``"value"``) and stop on a non-finite norm.
+
+        Called by Lightning before every optimiser step, after the gradients were accumulated, reduced across
+        processes and, under fp16 mixed precision, unscaled. See :func:`clip_grad_norm` for why this bypasses
+        Lightning's precision plugins. With a gradient scaler (fp16), non-finite gradients are expected now and then:
+        the scaler skips that step and lowers its scale, so they do not stop training.
+        """
+        scaled = self._grad_scaler() is not None
+        by_value = gradient_clip_algorithm == "value"
+        max_norm = gradient_clip_val if gradient_clip_val and not by_value else None
+        if scaled and max_norm is None and not by_value:
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        root = self.trainer.strategy.model if self._sharded() else None
+        norm = clip_grad_norm(params, max_norm, sharded_root=root)
+        if by_value and gradient_clip_val:
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        if not scaled and not torch.isfinite(norm):
+            self._stop(
+                f"The gradient norm became {norm.item()} with a finite loss", "training stopped before the update"
+            )
+
+    def _stop(self, what: str, stopped: str) -> NoReturn:
+        """Raise :class:`NonFiniteLossError` naming the step and the newest checkpoint whose weights are finite."""
+        from scmulan.train._fit import latest_finite_checkpoint
+
+        last = latest_finite_checkpoint(self.checkpoint_dir) if self.checkpoint_dir is not None else None
+        where = f" The last good checkpoint is {last}." if last else ""
+        msg = (
+            f"{what} at step {self.global_step} (epoch {self.current_epoch}); {stopped}.{where} "
+            "Lower the learning rate or check the data for extreme values."
+        )
+        raise NonFiniteLossError(msg)
 
     def on_train_start(self) -> None:
         """Put the network in training mode (dropout on): it may come from inference, which leaves it in eval mode."""
@@ -185,12 +318,29 @@ class CSentenceTrainingPlan(pl.LightningModule):
             self.train_dataset.start_batch = 0
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the epoch and the number of batches of it already trained on."""
+        """Refuse non-finite weights; store the epoch, the batches of it already trained on and the random states."""
+        tensors = [t for t in (*self.net.parameters(), *self.net.buffers()) if t.is_floating_point()]
+        finite = bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
+        if self.trainer.world_size > 1:  # FSDP: each process checks its shards
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            self._stop("The weights became non-finite (NaN or inf)", "training stopped without saving them")
         progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
         checkpoint["scmulan_data_position"] = {"epoch": self.current_epoch, "batches": int(progress.processed)}
+        checkpoint["scmulan_rng_states"] = self._all_rng_states()
+
+    def _all_rng_states(self) -> list[dict[str, Any]]:
+        """Every process's random states, by global rank (every process calls this when a checkpoint is saved)."""
+        state = rng_state()
+        world = self.trainer.world_size
+        if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            states: list[Any] = [None] * world
+            torch.distributed.all_gather_object(states, state)
+            return states
+        return [state]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Resume the streaming dataset where the checkpoint left it."""
+        """Resume the streaming dataset where the checkpoint left it, with the random states it had then."""
         position = checkpoint.get("scmulan_data_position")
         if position is not None and self.train_dataset is not None:
             epoch, batches = position["epoch"], position["batches"]
@@ -198,3 +348,13 @@ class CSentenceTrainingPlan(pl.LightningModule):
                 epoch, batches = epoch + 1, 0
             self.train_dataset.epoch = epoch
             self.train_dataset.start_batch = batches
+        states = checkpoint.get("scmulan_rng_states")
+        if states and self._trainer is not None:
+            if len(states) == self.trainer.world_size:
+                set_rng_state(states[self.global_rank])
+            else:
+                logger.info(
+                    "random states not restored: the checkpoint was saved by %d processes, this run has %d",
+                    len(states),
+                    self.trainer.world_size,
+                )
