@@ -1,0 +1,70 @@
+"""Worker of ``test_distributed.py``: ``python fsdp_script.py DATA OUT MAX_NORM`` trains with ``strategy="fsdp"``.
+
+Lightning starts the second process itself (as for ``"ddp"``); each process writes what the test checks.
+"""
+
+import json
+import os
+import sys
+import warnings
+
+import lightning.pytorch as pl
+import torch
+import torch.distributed as dist
+from anndata import read_h5ad
+
+import scmulan
+
+FIELDS = {"organ_key": "organ", "coarse_cell_type_key": "coarse_cell_type", "cell_type_key": "cell_type"}
+
+
+def global_norm(module) -> float:
+    """The gradient norm over all processes' shards."""
+    local = sum(float(p.grad.double().pow(2).sum()) for p in module.parameters() if p.grad is not None)
+    total = torch.tensor(local, dtype=torch.float64)
+    dist.all_reduce(total)
+    return float(total.sqrt())
+
+
+class Recorder(pl.Callback):
+    """FSDP units, and the global gradient norm before clipping and as the optimiser step used it."""
+
+    def __init__(self):
+        self.units, self.before, self.after = 0, [], []
+
+    def on_train_start(self, trainer, pl_module):
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        self.units = sum(isinstance(m, FullyShardedDataParallel) for m in trainer.strategy.model.modules())
+        for opt in trainer.optimizers:
+            opt.register_step_post_hook(lambda *_: self.after.append(global_norm(pl_module.net)))
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.before.append(global_norm(pl_module.net))
+
+
+if __name__ == "__main__":
+    warnings.filterwarnings("ignore")
+    data_path, out, max_norm = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    data = read_h5ad(data_path)
+    scmulan.SCMULAN.setup_anndata(data, **FIELDS)
+    model = scmulan.SCMULAN(data, config="tiny", seed=0, dropout=0.1)
+    recorder = Recorder()
+    model.train(
+        max_epochs=2,
+        batch_size=16,
+        train_size=1.0,
+        accelerator="cpu",
+        devices=2,
+        strategy="fsdp",
+        gradient_clip_val=max_norm,
+        checkpoint_dir=os.path.join(out, "run"),
+        enable_progress_bar=False,
+        callbacks=[recorder],
+    )
+    rank = dist.get_rank()
+    torch.save(model.module.state_dict(), os.path.join(out, f"weights{rank}.pt"))
+    with open(os.path.join(out, f"record{rank}.json"), "w") as f:
+        json.dump({"units": recorder.units, "before": recorder.before, "after": recorder.after}, f)
+    if rank == 0:
+        model.save(os.path.join(out, "model"))
