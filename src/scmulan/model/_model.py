@@ -327,11 +327,25 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
             msg = (
                 f"The data have only {n_shared} of the model's {n_model} genes "
                 f"({n_shared / n_model:.1%}, below {MIN_GENE_OVERLAP:.0%}); the missing ones count as not expressed, "
-                "which may lower the quality of the results. If gene names differ (case, Ensembl IDs, aliases), run "
-                "`scmulan.pp.prepare(adata, model)` to match them to the model's genes."
+                "which may lower the quality of the results. "
             )
+            if self._prepared_for_this_model(adata):
+                msg += "The gene names were matched with `scmulan.pp.prepare(adata, model)` already: the data lack the rest."
+            else:
+                msg += (
+                    "If gene names differ (case, Ensembl IDs, aliases), run `scmulan.pp.prepare(adata, model)` to "
+                    "match them to the model's genes."
+                )
             warnings.warn(msg, UserWarning, stacklevel=user_stacklevel())
         return source
+
+    def _prepared_for_this_model(self, adata: AnnData) -> bool:
+        """Whether :func:`scmulan.pp.prepare` matched ``adata``'s genes to this model's gene set."""
+        report = adata.uns.get("scmulan_prepare", {})
+        if "scmulan_gene" not in adata.var or report.get("n_model_genes") != len(self.vocab.genes):
+            return False
+        resolved = adata.var["scmulan_gene"].dropna().astype(str)
+        return bool(resolved.isin(self.vocab.genes).all())
 
     # ---------------------------------------------------------------------------------------------- save / load
     def save(self, dir_path: str | os.PathLike, overwrite: bool = False, save_anndata: bool = False, **kwargs) -> None:
