@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from anndata import AnnData
@@ -16,6 +16,9 @@ from scmulan.model._fields import registry_key
 from scmulan.model._resize import extend_network
 from scmulan.sentence import CellSource, TaskSpec
 from scmulan.sentence._tasks import ANNOTATION_FIELDS, TASKS
+
+if TYPE_CHECKING:
+    from lightning.pytorch.strategies import Strategy
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +47,7 @@ class TrainingMixin:
         corpus: Sequence[str | os.PathLike] | None = None,
         accelerator: str = "auto",
         devices: int | str | list[int] = "auto",
-        strategy: str = "auto",
+        strategy: str | Strategy = "auto",
         precision: str = "auto",
         accumulate_grad_batches: int = 1,
         gradient_clip_val: float | None = 1.0,
@@ -78,9 +81,12 @@ class TrainingMixin:
             Peak learning rate; default by width: 3e-3 up to 256 (``tiny``, ``small``), 1e-3 up to 768 (``base``),
             3e-4 beyond (``scmulan-v1``).
         weight_decay, warmup_steps
-            AdamW and the warm-up + cosine schedule (see :class:`~scmulan.train.CSentenceTrainingPlan`).
+            AdamW (decay on linear-layer matrices only) and the linear warm-up, capped at 10 % of the run's
+            optimiser steps, before the cosine decay (see :class:`~scmulan.train.CSentenceTrainingPlan`).
         entity_weight, value_weight
-            Weights of the entity (set likelihood) and value (level regression) losses.
+            Weights of the entity (set likelihood, summed over the vocabulary) and value (level regression) losses.
+            ``entity_weight=1`` equals the original's 2222 × mean BCE; the original's 200 × MSE made the value term
+            dominate, hence ``value_weight=1`` (see the notes of :class:`~scmulan.train.CSentenceTrainingPlan`).
         positives
             ``"mean"``: each position's target entities share one unit of weight (default); ``"sum"``: the original's
             plain multi-hot BCE (see :func:`~scmulan.train.set_objective`).
@@ -93,18 +99,26 @@ class TrainingMixin:
             Raw counts are normalised on the fly.
         accelerator, devices, strategy, precision
             Lightning settings: e.g. ``accelerator="gpu", devices=8, strategy="ddp"``; ``precision="auto"`` uses
-            bf16 mixed precision on GPUs.
+            bf16 mixed precision on GPUs. ``strategy="fsdp"`` shards weights, gradients and optimiser state over
+            the processes, one FSDP unit per transformer block; afterwards every process holds the full trained
+            weights (see :func:`scmulan.train.fit`). ``"ddp"`` and ``"fsdp"`` run the calling script again in
+            each process: save the model on rank 0 only.
         accumulate_grad_batches, gradient_clip_val
-            Gradient accumulation and clipping.
+            Gradient accumulation and clipping of the gradient norm (``None``: off). A non-finite loss or
+            gradient norm stops training before the update (:class:`~scmulan.train.NonFiniteLossError`, naming
+            the step and the last checkpoint with finite weights).
         checkpoint_dir, checkpoint_every_n_steps, resume
             Checkpoints every N optimiser steps and at each epoch end; rerunning the same call resumes from the
-            last one.
+            last one (weights, optimiser, schedule, data position and random states), ending with the weights of
+            a run that never stopped.
         num_workers, chunk_size
             Data-loading workers, and cells read and bucketed by length together.
         seed
             Seed of the data split, the task sampling and the run.
         **trainer_kwargs
-            Other :class:`lightning.pytorch.Trainer` arguments.
+            Other :class:`lightning.pytorch.Trainer` arguments, e.g. ``callbacks``, ``max_steps`` or
+            ``logger=lightning.pytorch.loggers.TensorBoardLogger("runs/")`` (added to the CSV log that
+            ``history_`` is read from).
         """
         from scmulan.sentence import TrainingSentenceDataset
         from scmulan.train import CSentenceTrainingPlan, fit

@@ -3,9 +3,9 @@
 Lightning's :class:`~lightning.pytorch.strategies.FSDPStrategy` wraps the whole training plan as one FSDP unit
 unless given a wrapping policy (every forward then gathers the whole model, which saves no memory), and leaves the
 network's parameters as views of each process's shards after ``fit``. :class:`BlockFSDPStrategy` wraps every
-:class:`~scmulan.nn.model.Block` in its own unit and writes full (single-file) checkpoints; :func:`full_state_dict`
-gathers the trained weights on every process. On CPU (gloo), which Lightning refuses for FSDP, it places the units
-on the CPU itself: that is how FSDP is tested without a GPU.
+transformer block (``scmulan.nn.model.Block``) in its own unit and writes full (single-file) checkpoints;
+:func:`full_state_dict` gathers the trained weights on every process. On CPU (gloo), which Lightning refuses for
+FSDP, it places the units on the CPU itself: that is how FSDP is tested without a GPU.
 """
 
 from __future__ import annotations
@@ -37,8 +37,13 @@ class BlockFSDPStrategy(FSDPStrategy):
 
     ``strategy="fsdp"`` in :func:`~scmulan.train.fit` (and so in ``SCMULAN.train``) means this strategy with its
     defaults: fully sharded blocks, the embeddings, final norm and heads in the root unit, full-state-dict
-    checkpoints (one file, as with DDP, so resuming works the same way). Any
-    :class:`~lightning.pytorch.strategies.FSDPStrategy` argument can be passed to override these.
+    checkpoints (one file, as with DDP, so resuming works the same way).
+
+    Parameters
+    ----------
+    **kwargs
+        :class:`~lightning.pytorch.strategies.FSDPStrategy` arguments, e.g. ``sharding_strategy="SHARD_GRAD_OP"``,
+        ``cpu_offload=True`` or another ``auto_wrap_policy``.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -70,12 +75,14 @@ class BlockFSDPStrategy(FSDPStrategy):
         return model
 
     def lightning_module_state_dict(self) -> dict[str, Any]:
+        """The full state dict for a checkpoint (on rank 0; CPU shards are not offloaded, which would crash)."""
         if not self._on_cpu() or self._state_dict_type != "full":
             return super().lightning_module_state_dict()
         with _state_dict_context(self.model, offload=False, rank0_only=True):
             return self.model.state_dict()
 
     def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
+        """The full optimiser state for a checkpoint (on rank 0; as Lightning's, without CPU offload on CPU)."""
         if not self._on_cpu() or self._state_dict_type != "full":
             return super().optimizer_state(optimizer)
         from lightning.pytorch.core.optimizer import LightningOptimizer
