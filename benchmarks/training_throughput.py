@@ -1,9 +1,16 @@
 """Training throughput: tokens/s of the multitask training step, and model-FLOPs utilisation (MFU).
 
 The step is the training plan's: forward over right-padded sentences, both heads at every position, the set
-objective, backward, gradient clipping and AdamW. Real tokens (not padding) are counted. MFU follows nanoGPT's
-estimate (6 x non-embedding parameters + attention per token, forward and backward) against a matmul peak measured in
-the same process (fp32 on CPU; bf16 on CUDA).
+objective, backward, the plan's gradient clipping with its finiteness check (scmulan.train.clip_grad_norm, which
+syncs with the device once per step) and AdamW (fused on CUDA, as the plan builds it). Real tokens (not padding)
+are counted. MFU follows nanoGPT's estimate (6 x non-embedding parameters + attention per token, forward and
+backward) against a matmul peak measured in the same process (fp32 on CPU; bf16 on CUDA).
+
+The data are a synthetic atlas: 500 genes by default, 2,000 for the scmulan-v1 preset, whose network is built at
+the released vocabulary size (2,222 entities: 2,000 genes plus metadata, task and reserved tokens; the atlas has
+fewer metadata categories, and the remaining rows are entities no sentence uses, which cost the same in the heads).
+A synthetic cell expresses a quarter to a third of the genes, so scmulan-v1 sentences are 500-700 tokens long,
+like those of the original's training cells (a few hundred expressed genes of its 2,000, at most 1,550 tokens).
 
     python benchmarks/training_throughput.py                                  # tiny and small on this CPU
     python benchmarks/training_throughput.py --preset scmulan-v1 --device cuda --precision bf16 --batch-size 16
@@ -45,21 +52,31 @@ def flops_per_token(config, mean_length: float) -> float:
     return 6 * non_embedding + 12 * L * d * mean_length
 
 
-def run(preset: str, steps: int, batch_size: int, device: str, precision: str, n_cells: int, n_genes: int) -> dict:
+# The released scmulan-v1: 2,000 genes, 2,222 entities.
+RELEASED = {"scmulan-v1": {"genes": 2000, "vocab_size": 2222}}
+
+
+def run(
+    preset: str, steps: int, batch_size: int, device: str, precision: str, n_cells: int, n_genes: int | None
+) -> dict:
     import torch
 
     import scmulan
+    from scmulan.nn import CSentenceTransformer, TransformerConfig
     from scmulan.sentence import CellSource, TrainingSentenceDataset
-    from scmulan.train import set_objective
-    from scmulan.train._plan import parameter_groups
+    from scmulan.train import clip_grad_norm, parameter_groups, set_objective
 
     dev = torch.device(device)
+    released = RELEASED.get(preset, {})
+    n_genes = n_genes or released.get("genes", 500)
     data = scmulan.datasets.synthetic_atlas(n_cells=n_cells, n_genes=n_genes, seed=0)
     scmulan.pp.prepare(data)
     fields = ["organ", "region", "coarse_cell_type", "cell_type", "sex", "age", "technology", "disease"]
     scmulan.SCMULAN.setup_anndata(data, **{f"{f}_key": f for f in fields})
-    model = scmulan.SCMULAN(data, config=preset)
-    net = model.module.to(dev).train()
+    model = scmulan.SCMULAN(data, config="tiny")  # vocabulary and sentences; the network is built below
+    vocab_size = max(len(model.vocab), released.get("vocab_size", 0))
+    torch.manual_seed(0)
+    net = CSentenceTransformer(TransformerConfig.from_preset(preset, vocab_size=vocab_size)).to(dev).train()
     spec = model._task_spec(scmulan.sentence.TASKS, None, None, 0.5)
     task_ids = {t: model.vocab.task_id(t) for t in ("<generate>", "<annotate>", "<metadata>")}
     source = CellSource(data, model.vocab, obs_keys=model.obs_keys_)
@@ -70,7 +87,7 @@ def run(preset: str, steps: int, batch_size: int, device: str, precision: str, n
     while len(batches) < steps + 3:
         batches += list(dataset)
         dataset.epoch += 1
-    opt = torch.optim.AdamW(parameter_groups(net, 0.01), lr=1e-3, fused=dev.type == "cuda" or None)
+    opt = torch.optim.AdamW(parameter_groups(net, 0.01), lr=1e-3, fused=dev.type == "cuda" or None)  # as the plan
     autocast = (
         torch.autocast(dev.type, dtype=torch.bfloat16)
         if precision == "bf16"
@@ -84,7 +101,10 @@ def run(preset: str, steps: int, batch_size: int, device: str, precision: str, n
             logits, values = net.heads(hidden)
             out = set_objective(logits, values, b["ids"], b["levels"], b["groups"])
         out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        norm = clip_grad_norm(net.parameters(), 1.0)  # the plan's clipping, and its check (one device sync)
+        if not torch.isfinite(norm):
+            msg = f"non-finite gradient norm {norm.item()}"
+            raise FloatingPointError(msg)
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -107,6 +127,8 @@ def run(preset: str, steps: int, batch_size: int, device: str, precision: str, n
     return {
         "preset": preset,
         "parameters": net.num_parameters(),
+        "genes": n_genes,
+        "vocab_size": vocab_size,
         "device": str(dev),
         "precision": precision,
         "batch_size": batch_size,
@@ -129,7 +151,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--cells", type=int, default=1000)
-    parser.add_argument("--genes", type=int, default=500)
+    parser.add_argument(
+        "--genes", type=int, default=None, help="genes of the synthetic atlas (default: 2000 for scmulan-v1, else 500)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", default="benchmarks/results/training_throughput.json")
     args = parser.parse_args()
@@ -143,12 +167,14 @@ def main() -> None:
         run(p, args.steps, args.batch_size, args.device, args.precision, args.cells, args.genes) for p in args.preset
     ]
     print(
-        f"{'preset':11s} {'params':>11s} {'tokens/s':>10s} {'s/step':>7s} {'pad':>5s} {'len':>5s} {'peak TF/s':>9s} {'MFU':>6s}"
+        f"{'preset':11s} {'params':>11s} {'|V|':>5s} {'tokens/s':>10s} {'s/step':>7s} {'pad':>5s} {'len':>5s} "
+        f"{'peak TF/s':>9s} {'MFU':>6s}"
     )
     for r in rows:
         print(
-            f"{r['preset']:11s} {r['parameters']:11,d} {r['tokens_per_s']:10.0f} {r['seconds_per_step']:7.3f} "
-            f"{r['padding_fraction']:5.2f} {r['mean_sentence_length']:5.0f} {r['measured_peak_tflops']:9.3f} {r['mfu']:6.1%}"
+            f"{r['preset']:11s} {r['parameters']:11,d} {r['vocab_size']:5d} {r['tokens_per_s']:10.0f} "
+            f"{r['seconds_per_step']:7.3f} {r['padding_fraction']:5.2f} {r['mean_sentence_length']:5.0f} "
+            f"{r['measured_peak_tflops']:9.3f} {r['mfu']:6.1%}"
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
