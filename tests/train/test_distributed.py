@@ -4,6 +4,7 @@ The DDP run through the Python API is in ``test_fit.py`` (``ddp_spawn``, in-proc
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -52,6 +53,8 @@ def test_fsdp_over_two_cpu_processes_gives_every_process_the_full_trained_model(
     assert max(before) > max_norm  # the norm over all shards was clipped, on every step
     assert max(after) <= max_norm * (1 + 1e-4)
     assert records[1]["after"] == pytest.approx(after)
+    assert len(records[0]["validation_loss"]) == 2  # validated after each epoch, a finite loss
+    assert all(math.isfinite(v) for v in records[0]["validation_loss"])
 
     # the final checkpoint is one file with the full weights: what resuming loads and checks
     (final,) = (tmp_path / "run" / "checkpoints").glob("epoch1-*.ckpt")
@@ -66,6 +69,24 @@ def test_fsdp_over_two_cpu_processes_gives_every_process_the_full_trained_model(
         assert torch.equal(value, weights[0][key]), key
     labels = loaded.annotate(atlas[:20].copy(), progress=False)
     assert labels["fine"].notna().all()
+
+
+@pytest.mark.slow
+def test_fsdp_resume_is_exact(atlas, tmp_path):
+    """Killed after step 7 (mid-epoch: 4 steps per epoch), resumed from step6.ckpt: the weights of a full run."""
+    data_path = tmp_path / "cells.h5ad"
+    atlas[:160].copy().write_h5ad(data_path)
+    script = str(Path(__file__).with_name("fsdp_script.py"))
+    _run([sys.executable, script, str(data_path), str(tmp_path / "full"), "1.0"], cwd=tmp_path)
+    _run([sys.executable, script, str(data_path), str(tmp_path / "resumed"), "1.0", "7"], cwd=tmp_path)
+    assert not (tmp_path / "resumed" / "weights0.pt").exists()  # it crashed
+    assert (tmp_path / "resumed" / "run" / "checkpoints" / "step6.ckpt").is_file()
+    _run([sys.executable, script, str(data_path), str(tmp_path / "resumed"), "1.0"], cwd=tmp_path)
+    full = torch.load(tmp_path / "full" / "weights0.pt", weights_only=True)
+    for rank in (0, 1):
+        resumed = torch.load(tmp_path / "resumed" / f"weights{rank}.pt", weights_only=True)
+        for key, value in full.items():
+            torch.testing.assert_close(resumed[key], value, rtol=0, atol=1e-6, msg=key)
 
 
 def test_cli_train_with_ddp_saves_once(atlas, tmp_path):
