@@ -290,9 +290,24 @@ def test_cells_longer_than_max_length_are_counted_in_a_warning(atlas):
     model = scmulan.SCMULAN(data, config="tiny", max_length=40)
     n_expressed = np.diff(data.X.indptr)  # every gene of the atlas is a model gene
     n_long = int((n_expressed > 36).sum())
-    with pytest.warns(UserWarning, match=r"training cells express more than 36 model genes"):
-        model.train(max_epochs=1, tasks=("generation",), train_size=1.0, enable_progress_bar=False)
+    with pytest.warns(UserWarning, match=r"of 240 training cells express more than 36 model genes") as rec:
+        model.train(max_epochs=2, tasks=("generation",), train_size=0.8, enable_progress_bar=False)
     assert n_long > 0
+    # counted once, before training: neither the training passes nor the validation cells warn again
+    assert sum("express more than" in str(w.message) for w in rec) == 1
+
+
+def test_cells_longer_than_max_length_in_corpus_shards_are_counted(atlas, tmp_path):
+    data = atlas.copy()
+    shard = tmp_path / "shard.h5ad"
+    data.write_h5ad(shard)
+    scmulan.SCMULAN.setup_anndata(data, cell_type_key="cell_type")
+    model = scmulan.SCMULAN(data, config="tiny", max_length=40)
+    n_long = int((np.diff(data.X.indptr) > 36).sum())
+    expected = rf"{2 * n_long} of 600 training cells read in this pass express more than 36 model genes"
+    with pytest.warns(UserWarning, match=expected) as rec:
+        model.train(max_epochs=1, tasks=("generation",), train_size=1.0, corpus=[str(shard)], enable_progress_bar=False)
+    assert sum("express more than" in str(w.message) for w in rec) == 1
 
 
 def test_cells_that_express_nothing_at_the_end_of_a_chunk_train(atlas):

@@ -158,15 +158,23 @@ class TrainingMixin:
         }
         task_ids = {self._task_token(t): self.vocab.task_id(self._task_token(t)) for t in TASKS}
         block = 1 if len(sources) == 1 else 256
-        train_ds = TrainingSentenceDataset(sources, spec, task_ids, indices=indices, block_size=block, **common)
+        fit_debinning = self.debin_table_ is None or not self.legacy_
+        # Cells cut to max_length are counted once: before training, during the de-binning pass over the registered
+        # data, when that is all the training data; otherwise by the dataset at the end of each pass (shards too).
+        count_up_front = fit_debinning and not corpus
+        train_ds = TrainingSentenceDataset(
+            sources, spec, task_ids, indices=indices, block_size=block, warn_truncation=not count_up_front, **common
+        )
         val_ds = None
         if n_val:
-            val_ds = TrainingSentenceDataset([main], spec, task_ids, indices=[val_idx], shuffle=False, **common)
-        if self.debin_table_ is None or not self.legacy_:
-            chunks = (main.read(train_idx[i : i + chunk_size])[0] for i in range(0, len(train_idx), chunk_size))
-            self.debin_table_ = debinning_table(
-                _counting_long_cells(chunks, main.col_token, spec, self), main.col_token, len(self.vocab)
+            val_ds = TrainingSentenceDataset(
+                [main], spec, task_ids, indices=[val_idx], shuffle=False, warn_truncation=False, **common
             )
+        if fit_debinning:
+            chunks = (main.read(train_idx[i : i + chunk_size])[0] for i in range(0, len(train_idx), chunk_size))
+            if count_up_front:
+                chunks = _counting_long_cells(chunks, main.col_token, spec, self)
+            self.debin_table_ = debinning_table(chunks, main.col_token, len(self.vocab))
         if lr is None:
             width = self.module.config.n_embd
             lr = 3e-3 if width <= 256 else 1e-3 if width <= 768 else 3e-4
