@@ -5,11 +5,23 @@
 # - the tutorials of the repository's top-level `tutorials/` folder are copied into `docs/tutorials/` and
 #   executed by myst-nb (a failing cell fails the build);
 # - the API lists of `api.md` are generated from each namespace's `__all__` (`_ext/api_lists.py`);
-# - intersphinx falls back to an empty inventory when it cannot download one (`_ext/xrefs.py`).
+# - intersphinx falls back to an empty inventory when it cannot download one, and a reference to an
+#   external object that a loaded inventory does not list (under its name, a shorter public alias or its
+#   defining module's path) is left unlinked instead of failing `-W` (`_ext/xrefs.py`).
 #
 # Environment variables:
 #   SCMULAN_DOCS_EXECUTE=force|cache|off   how tutorials are executed (default: force, every build)
 #   SCMULAN_DOCS_OFFLINE=1                 do not try to download intersphinx inventories
+#
+# Time. Executing the tutorials is most of the build. Measured on the project's shared 2-core machine
+# (a benchmark and other jobs running, load ~3.5-4), one torch thread per tutorial, on 2026-12-03 (3ec4a8e):
+#   01 annotate PBMCs 216 s, 02 pretrain corpus 159 s, 03 generate cells 172 s,
+#   04 metadata and embeddings 297 s, 05 original scMulan 20 s (its checks run only where the reference
+#   files are, so it is shorter on Read the Docs); whole build 15 min 16 s wall, 10.5 min of CPU.
+# The tutorials page publishes the times of each build (nb-exec-table). Read the Docs builds the same
+# site (.readthedocs.yaml) and executes the tutorials too; its default build limit is 15 minutes with the
+# installation, which this fits only on an unloaded machine. What to do when it does not is described in
+# .readthedocs.yaml: a longer limit for the project, or SCMULAN_DOCS_EXECUTE=off in its settings.
 import logging
 import os
 import shutil
