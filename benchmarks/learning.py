@@ -55,13 +55,24 @@ def generation_fidelity(model, real, key: str = "cell_type", n_cells: int = 30, 
 
 
 def atlas(
-    config: str, epochs: int, lr: float, seed: int, n_cells: int, n_genes: int, marker_strength: float = 1.0
+    config: str,
+    epochs: int,
+    lr: float,
+    seed: int,
+    n_cells: int,
+    n_genes: int,
+    marker_strength: float = 1.0,
+    metadata_strength: float = 1.0,
 ) -> dict:
     """Pre-train on the synthetic atlas and evaluate on held-out cells."""
     import scmulan
 
     data = scmulan.datasets.synthetic_atlas(
-        n_cells=n_cells, n_genes=n_genes, marker_strength=marker_strength, seed=seed
+        n_cells=n_cells,
+        n_genes=n_genes,
+        marker_strength=marker_strength,
+        metadata_strength=metadata_strength,
+        seed=seed,
     )
     scmulan.pp.prepare(data)
     rng = np.random.default_rng(seed)
@@ -82,6 +93,7 @@ def atlas(
         "config": config,
         "epochs": epochs,
         "marker_strength": marker_strength,
+        "metadata_strength": metadata_strength,
         "train_cells": ref.n_obs,
         "test_cells": test.n_obs,
         "train_seconds": train_s,
@@ -141,6 +153,7 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=2000)
     parser.add_argument("--genes", type=int, default=500)
     parser.add_argument("--marker-strength", type=float, default=1.0, help="synthetic_atlas marker_strength")
+    parser.add_argument("--metadata-strength", type=float, default=1.0, help="synthetic_atlas metadata_strength")
     parser.add_argument("--only", choices=["atlas", "pbmc"], default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/learning.json")
@@ -153,7 +166,14 @@ def main() -> None:
     results = {}
     if args.only in (None, "atlas"):
         results["atlas"] = atlas(
-            args.config, args.epochs or 12, args.lr, args.seed, args.cells, args.genes, args.marker_strength
+            args.config,
+            args.epochs or 12,
+            args.lr,
+            args.seed,
+            args.cells,
+            args.genes,
+            args.marker_strength,
+            args.metadata_strength,
         )
     if args.only in (None, "pbmc"):
         results["pbmc"] = pbmc(args.config, args.epochs or 30, args.lr, args.seed)

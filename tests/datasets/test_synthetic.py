@@ -161,6 +161,22 @@ def test_region_genes_differ_from_the_sibling_regions(effects):
     assert np.median(own) > 3 * np.median(background)
 
 
+def test_metadata_strength_scales_the_organ_genes_only():
+    def organ_shift(adata):
+        info, x, obs = adata.uns["synthetic_atlas"], pd.DataFrame(_lognorm(adata)), adata.obs.astype(str)
+        shifts = []
+        for organ, genes in info["organ_genes"].items():
+            inside = (obs["organ"] == organ).to_numpy()
+            shifts += list(_mean_shift(x.set_axis(adata.var_names, axis=1), inside, ~inside)[genes])
+        return np.median(shifts)
+
+    default, strong = synthetic_atlas(2000, 300, seed=3), synthetic_atlas(2000, 300, metadata_strength=4.0, seed=3)
+    assert organ_shift(strong) > 2 * organ_shift(default)
+    # the same draws otherwise: cell labels are identical, and metadata_strength=1 is the default atlas exactly
+    pd.testing.assert_frame_equal(strong.obs, default.obs)
+    assert (synthetic_atlas(300, 200, metadata_strength=1.0, seed=3).X != synthetic_atlas(300, 200, seed=3).X).nnz == 0
+
+
 def test_age_genes_trend_with_age(effects):
     info, x, obs, control = effects
     genes = info["age_genes"]
@@ -255,6 +271,7 @@ def test_the_largest_seed_writes_to_h5ad(tmp_path):
         ({"n_fine_markers": 0}, "n_fine_markers"),
         ({"marker_strength": -1.0}, "marker_strength"),
         ({"batch_strength": float("nan")}, "batch_strength"),
+        ({"metadata_strength": -0.5}, "metadata_strength"),
         ({"library_size": 0}, "library_size"),
         ({"seed": -1}, "seed"),
         ({"seed": 2**63}, r"`seed` must be at most 2\*\*63 - 1"),

@@ -34,8 +34,13 @@ def _macro_f1(truth, pred):
 
 @pytest.fixture(scope="module")
 def pretrained():
-    # marker_strength=2: the cell type shapes which genes are expressed, so conditional generation has a signal
-    data = scmulan.datasets.synthetic_atlas(n_cells=1500, n_genes=300, marker_strength=2.0, seed=0)
+    # marker_strength=2: the cell type shapes which genes are expressed, so conditional generation has a signal;
+    # metadata_strength=8: organ and region are written in their genes clearly enough for a logistic regression to
+    # predict them (organ 0.997, region 0.757 against majority 0.623 and 0.337 on this split), so a model that learns
+    # the metadata task must do much better than the majority class
+    data = scmulan.datasets.synthetic_atlas(
+        n_cells=1500, n_genes=300, marker_strength=2.0, metadata_strength=8.0, seed=0
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scmulan.pp.prepare(data)
@@ -67,17 +72,16 @@ def test_annotation_and_metadata_far_above_majority(pretrained):
     fine, fine_majority = _accuracy(test.obs["cell_type"], labels["fine"])
     assert coarse >= max(0.9, coarse_majority + 0.4), (coarse, coarse_majority)
     assert fine >= fine_majority + 0.3, (fine, fine_majority)
-    # Organ and region are weakly written in these cells (a logistic regression on the same genes does not beat the
-    # majority class on this split): the model must not do worse than the majority class for either. Organ must
-    # also predict the minority organs, where a collapsed model predicts one class only (macro-F1 0.37-0.44 over three
-    # training seeds here against 0.26 for the constant). Region is too weak for that at this budget: whether the
-    # model leaves the majority region after 16 epochs varies with the CPU's floating-point rounding (macro-F1
-    # 0.12-0.18 on one machine, the constant's 0.08 on another), so only its accuracy is checked.
-    for field in ("organ", "region"):
-        accuracy, majority = _accuracy(test.obs[field], meta[field])
-        assert accuracy >= majority - 0.02, (field, accuracy, majority)
+    # Over three training seeds here: organ accuracy 0.993-0.997 and macro-F1 0.992-0.996 (always the majority
+    # organ: 0.256); region accuracy 0.48-0.61 (majority 0.337) and macro-F1 0.37-0.58 (always the majority: 0.084).
+    organ, organ_majority = _accuracy(test.obs["organ"], meta["organ"])
+    region, region_majority = _accuracy(test.obs["region"], meta["region"])
+    assert organ >= max(0.9, organ_majority + 0.25), (organ, organ_majority)
+    assert region >= region_majority + 0.08, (region, region_majority)
     f1, constant_f1 = _macro_f1(test.obs["organ"], meta["organ"])
-    assert f1 >= constant_f1 + 0.05, ("organ", f1, constant_f1)
+    assert f1 >= constant_f1 + 0.5, ("organ", f1, constant_f1)
+    f1, constant_f1 = _macro_f1(test.obs["region"], meta["region"])
+    assert f1 >= constant_f1 + 0.2, ("region", f1, constant_f1)
 
 
 def test_generated_cells_resemble_their_own_cell_type(pretrained):

@@ -88,6 +88,7 @@ def synthetic_atlas(
     n_fine_markers: int = 5,
     marker_strength: float = 1.0,
     batch_strength: float = 1.0,
+    metadata_strength: float = 1.0,
     library_size: float | None = None,
     seed: int = 0,
 ) -> AnnData:
@@ -143,6 +144,10 @@ def synthetic_atlas(
         Multiplies the log fold changes of coarse programmes and fine markers (0: no cell-type signal).
     batch_strength
         Multiplies the technology effects (0: no batch effect).
+    metadata_strength
+        Multiplies the log fold changes of the organ and region genes (0: organ and region change only which cell
+        types are present). At the default, organ and region are weakly written in a cell's genes, as in real data;
+        larger values make them easy to predict from expression.
     library_size
         Median total counts per cell for the first technology; `None`: one count per gene (``n_genes``).
     seed
@@ -187,6 +192,7 @@ def synthetic_atlas(
     }
     marker_strength = _check_real("marker_strength", marker_strength, positive=False)
     batch_strength = _check_real("batch_strength", batch_strength, positive=False)
+    metadata_strength = _check_real("metadata_strength", metadata_strength, positive=False)
     library_size = COUNTS_PER_GENE * n_genes if library_size is None else library_size
     library_size = _check_real("library_size", library_size, positive=True)
     seed = _check_seed(seed)
@@ -203,7 +209,14 @@ def synthetic_atlas(
     logger.info("generating a synthetic atlas of %d cells x %d genes (seed %d)", n_cells, n_genes, seed)
 
     rng = np.random.default_rng(seed)
-    design = draw_design(rng, n_genes=n_genes, marker_strength=marker_strength, batch_strength=batch_strength, **sizes)
+    design = draw_design(
+        rng,
+        n_genes=n_genes,
+        marker_strength=marker_strength,
+        batch_strength=batch_strength,
+        metadata_strength=metadata_strength,
+        **sizes,
+    )
     cells = _draw_cells(rng, design, n_cells)
     tech = cells["technology"]
     library = library_size * np.exp(
@@ -239,6 +252,7 @@ def synthetic_atlas(
         **sizes,
         "marker_strength": marker_strength,
         "batch_strength": batch_strength,
+        "metadata_strength": metadata_strength,
         "library_size": library_size,
         "seed": seed,
     }

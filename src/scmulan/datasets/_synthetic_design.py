@@ -163,6 +163,7 @@ def draw_design(
     n_fine_markers: int,
     marker_strength: float,
     batch_strength: float,
+    metadata_strength: float = 1.0,
 ) -> AtlasDesign:
     """Draw every hidden parameter of a synthetic atlas from `rng` (arguments are validated by the caller)."""
     genes = gene_symbols(n_genes)
@@ -200,11 +201,11 @@ def draw_design(
     organ_genes, region_genes = {}, {}
     for o, organ in enumerate(organs):
         idx = pick(N_ORGAN_GENES)
-        region_effect[np.ix_(region_organ == o, idx)] += rng.normal(0.0, 1.0, len(idx))
+        region_effect[np.ix_(region_organ == o, idx)] += metadata_strength * rng.normal(0.0, 1.0, len(idx))
         organ_genes[organ] = _names(idx, genes)
     for r, region in enumerate(regions):
         idx = pick(N_REGION_GENES)
-        region_effect[r, idx] += rng.normal(0.0, 0.8, len(idx))
+        region_effect[r, idx] += metadata_strength * rng.normal(0.0, 0.8, len(idx))
         region_genes[region] = _names(idx, genes)
 
     # Sex: each sex's genes are switched off in the other sex. Age: a smooth (linear) trend on a few genes.
