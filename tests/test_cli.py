@@ -77,6 +77,15 @@ def test_train_saves_a_loadable_model(model, files):
     assert len(model.history_["validation_loss"]) == 1  # --epochs 1
 
 
+def test_train_without_tasks_trains_those_the_given_fields_support(files, capsys):
+    out = files["root"] / "cell_types_only"
+    argv = ["train", files["ref"], "-o", out, "--config", "tiny", "--epochs", "1", "--cell-type-key", "cell_type"]
+    code, stdout, _ = run(capsys, *argv, "--accelerator", "cpu", "--quiet")
+    assert code == 0
+    assert "tasks generation, annotation ->" in stdout  # no metadata field: no metadata task
+    assert scmulan.SCMULAN.load(out).is_trained_
+
+
 # ---------------------------------------------------------------------------------------------- annotate / embed
 def test_annotate_matches_the_library(capsys, files, model_dir, model, prepared_query, tmp_path):
     out = tmp_path / "annotated.h5ad"

@@ -19,10 +19,11 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 _LAZY = {
     "SCMULAN": "scmulan.model",
     "load_pretrained": "scmulan.model",
+    "clear_pretrained_cache": "scmulan.model",
     "Vocabulary": "scmulan.vocab",
 }
 
-__all__ = ["SCMULAN", "Vocabulary", "datasets", "load_pretrained", "logger", "pl", "pp", "tl"]
+__all__ = ["SCMULAN", "Vocabulary", "clear_pretrained_cache", "datasets", "load_pretrained", "logger", "pl", "pp", "tl"]
 
 
 def __getattr__(name: str):

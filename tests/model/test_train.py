@@ -57,6 +57,36 @@ def test_annotation_training_needs_cell_type_keys(atlas):
     assert model.is_trained_ is False
 
 
+def test_by_default_training_runs_the_tasks_the_registered_fields_support(atlas):
+    data = atlas[:64].copy()
+    SCMULAN.setup_anndata(data, cell_type_key="cell_type")  # no metadata field: no metadata task
+    model = SCMULAN(data, config="tiny")
+    model.train(max_epochs=1, batch_size=32, enable_progress_bar=False)
+    assert model.is_trained_ is True
+    assert model.metadata_fields_ == []
+    model = SCMULAN(data, config="tiny")
+    with pytest.raises(ValueError, match="metadata task needs a registered metadata field"):
+        model.train(max_epochs=1, tasks=("generation", "annotation", "metadata"))
+    assert model.is_trained_ is False
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"batch_size": 0}, "`batch_size` must be a positive integer, got 0"),
+        ({"batch_size": 2.5}, "`batch_size` must be a positive integer"),
+        ({"accumulate_grad_batches": 0}, "`accumulate_grad_batches` must be a positive integer"),
+        ({"max_epochs": 0}, "`max_epochs` must be a positive integer or None"),
+    ],
+)
+def test_bad_training_sizes_are_refused_before_training(atlas, kwargs, match):
+    SCMULAN.setup_anndata(atlas, cell_type_key="cell_type")
+    model = SCMULAN(atlas, config="tiny")
+    with pytest.raises(ValueError, match=match):
+        model.train(**{"max_epochs": 1, **kwargs})
+    assert model.is_trained_ is False
+
+
 def test_unknown_tasks_are_refused(atlas):
     SCMULAN.setup_anndata(atlas, cell_type_key="cell_type")
     model = SCMULAN(atlas, config="tiny")

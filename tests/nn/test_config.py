@@ -102,6 +102,10 @@ def test_from_dict_round_trip_of_a_custom_configuration():
     [
         (lambda: TransformerConfig.from_preset("huge", vocab_size=10), "Unknown configuration"),
         (lambda: TransformerConfig.from_preset("tiny"), "needs `vocab_size`"),
+        (
+            lambda: TransformerConfig.from_preset("tiny", vocab_size=10, n_layr=3),
+            r"fields \['n_layr'\]; known: .*n_layer",
+        ),
         (lambda: TransformerConfig.from_dict({"vocab_size": 10, "n_layers": 2}), "Unknown configuration keys"),
         (lambda: TransformerConfig(vocab_size=0), "vocab_size"),
         (lambda: TransformerConfig(vocab_size=10, n_layer=0), "n_layer"),

@@ -28,7 +28,8 @@ METADATA_FIELDS = ("organ", "region", "coarse_cell_type", "cell_type", "sex", "a
 _EPILOG = f"""\
 The obs column of each metadata field is named with --FIELD-key; fields without a column are not used. A column may
 have missing values: those cells do not train the tasks that need them. Annotation needs --cell-type-key (and
---coarse-cell-type-key for the coarse level); the metadata task needs at least one other field.
+--coarse-cell-type-key for the coarse level); the metadata task needs at least one other field. Without --tasks,
+every task the given fields support is trained.
 
 examples:
   {PROG} train reference.h5ad -o my_model/ --config small --epochs 20 \\
@@ -70,9 +71,9 @@ def register(commands: Any, *, parents: list[argparse.ArgumentParser]) -> None:
         "--tasks",
         nargs="+",
         choices=TASKS,
-        default=list(TASKS),
+        default=None,
         metavar="TASK",
-        help=f"tasks to train, among {', '.join(TASKS)} (default: all)",
+        help=f"tasks to train, among {', '.join(TASKS)} (default: all that the given fields support)",
     )
     training.add_argument(
         "--batch-size", type=positive_int, default=32, metavar="N", help="sentences per batch (per device)"
@@ -175,7 +176,7 @@ def run_train(args: argparse.Namespace) -> str:
             break
     return (
         f"trained SCMULAN ({args.config}, {model.module.num_parameters():,} parameters) on {adata.n_obs} cells "
-        f"for {args.epochs} epoch(s), tasks {', '.join(args.tasks)} -> {out}{shown}"
+        f"for {args.epochs} epoch(s), tasks {', '.join(args.tasks or _supported_tasks(model))} -> {out}{shown}"
     )
 
 
@@ -196,3 +197,9 @@ def _last(history: dict | None, prefix: str) -> float | None:
         if values:
             return values[-1]
     return None
+
+
+def _supported_tasks(model: Any) -> list[str]:
+    """The tasks ``model.train(tasks=None)`` trained: those the registered fields support."""
+    spec = model._task_spec(None, None, None, 0.0)
+    return [task for task, weight in zip(TASKS, spec.weights, strict=True) if weight > 0]

@@ -72,7 +72,12 @@ def _pretrained_by_name(name: str) -> SCMULAN:
 
 
 def clear_pretrained_cache() -> None:
-    """Forget the pretrained models :func:`resolve_model` loaded by name (frees their memory)."""
+    """Forget the pretrained models loaded by name for the ``tl`` functions, freeing their memory.
+
+    ``scmulan.tl.annotate(adata, "scmulan-v1")`` and the other tools load a pretrained model once per process
+    and reuse it; call this when it is no longer needed, or after replacing the files in the download cache.
+    Models returned by :func:`load_pretrained` are not affected (they belong to the caller).
+    """
     _RESOLVED.clear()
 
 
@@ -80,7 +85,7 @@ def resolve_model(model: SCMULAN | str | os.PathLike) -> SCMULAN:
     """An :class:`~scmulan.SCMULAN` from a model, a saved model directory or a pretrained name.
 
     A pretrained name is loaded once per process (and per download cache folder): later calls reuse the same
-    model object, which the ``tl`` functions only read; ``clear_pretrained_cache()`` (this module) frees it.
+    model object, which the ``tl`` functions only read; :func:`~scmulan.clear_pretrained_cache` frees it.
     """
     from scmulan.hub import PRETRAINED
     from scmulan.model._model import SCMULAN

@@ -30,7 +30,7 @@ class TrainingMixin:
         self,
         max_epochs: int | None = 10,
         *,
-        tasks: Sequence[str] = TASKS,
+        tasks: Sequence[str] | None = None,
         task_weights: Sequence[float] | None = None,
         metadata_fields: Sequence[str] | None = None,
         context_dropout: float = 0.5,
@@ -68,6 +68,8 @@ class TrainingMixin:
         tasks
             Any of ``"generation"``, ``"annotation"``, ``"metadata"``; for each sentence one requested task is
             sampled among those the cell has labels for (a cell without cell types still trains generation).
+            Default: every task the registered fields support (generation always; annotation with a cell-type
+            field; metadata with another field), or all three when ``task_weights`` is given.
         task_weights
             Relative weight of each requested task (default: equal).
         metadata_fields
@@ -125,6 +127,15 @@ class TrainingMixin:
 
         if self.adata is None:
             msg = "This model has no training data attached; use `model.finetune(adata)` to train it on your data."
+            raise ValueError(msg)
+        for name, value in (("batch_size", batch_size), ("accumulate_grad_batches", accumulate_grad_batches)):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                msg = f"`{name}` must be a positive integer, got {value!r}."
+                raise ValueError(msg)
+        if max_epochs is not None and (
+            isinstance(max_epochs, bool) or not isinstance(max_epochs, int | np.integer) or max_epochs < 1
+        ):
+            msg = f"`max_epochs` must be a positive integer or None (then `max_steps` decides), got {max_epochs!r}."
             raise ValueError(msg)
         spec = self._task_spec(tasks, task_weights, metadata_fields, context_dropout)
         n = self.adata.n_obs
@@ -221,6 +232,18 @@ class TrainingMixin:
         return {"generation": "<generate>", "annotation": "<annotate>", "metadata": "<metadata>"}[task]
 
     def _task_spec(self, tasks, task_weights, metadata_fields, context_dropout) -> TaskSpec:
+        fields = tuple(self.obs_keys_)
+        if tasks is None and task_weights is not None:
+            tasks = TASKS
+        elif tasks is None:
+            has_metadata = any(f not in ANNOTATION_FIELDS for f in (metadata_fields or fields))
+            supported = {
+                "generation": True,
+                "annotation": any(f in fields for f in ANNOTATION_FIELDS),
+                "metadata": has_metadata,
+            }
+            tasks = [t for t in TASKS if supported[t]]
+            logger.info("training tasks: %s", ", ".join(tasks))
         tasks = [tasks] if isinstance(tasks, str) else list(tasks)
         unknown = set(tasks) - set(TASKS)
         if unknown or not tasks:
@@ -230,7 +253,6 @@ class TrainingMixin:
             msg = f"`task_weights` needs one weight per task in `tasks` ({len(tasks)}), got {len(task_weights)}."
             raise ValueError(msg)
         weights = dict(zip(tasks, task_weights or [1.0] * len(tasks), strict=True))
-        fields = tuple(self.obs_keys_)
         if metadata_fields is not None:
             unknown = set(metadata_fields) - set(fields)
             if unknown:

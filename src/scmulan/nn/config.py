@@ -85,6 +85,11 @@ class TransformerConfig:
         if name not in PRESETS:
             msg = f"Unknown configuration {name!r}; choose one of {sorted(PRESETS)}."
             raise ValueError(msg)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            msg = f"Unknown configuration fields {sorted(unknown)}; known: {sorted(known)}."
+            raise ValueError(msg)
         fields = dict(PRESETS[name])
         if vocab_size is not None:
             fields["vocab_size"] = vocab_size
