@@ -26,16 +26,17 @@ from matplotlib.patches import FancyBboxPatch
 #: expressed model genes, in gene-set (alphabetical) order. Genes with value 0 are not in the sentence.
 EXAMPLE = {
     "CCR7": 0.98,
+    "CD2": 3.01,
     "CD3D": 2.31,
     "CD3E": 1.97,
+    "FTL": 3.44,
     "IL7R": 1.58,
     "LTB": 2.87,
     "MALAT1": 4.05,
-    "RPS27": 3.44,
-    "TPT1": 3.01,
 }
-#: The order the genes take in the drawn sentences (training sentences shuffle gene order).
-SHUFFLED = ["LTB", "CD3D", "MALAT1", "CCR7", "TPT1", "IL7R", "RPS27", "CD3E"]
+#: The order the genes take in the drawn training sentences (training shuffles gene order; inference prompts list
+#: them in descending gene-set order).
+SHUFFLED = ["LTB", "CD3D", "MALAT1", "CCR7", "CD2", "IL7R", "FTL", "CD3E"]
 METADATA = {"organ": "Blood", "region": "PBMC", "coarse cell type": "T cell", "cell type": "CD4 T cell"}
 
 COLOURS = {"gene": "#4C72B0", "metadata": "#DD8452", "task": "#55A868", "special": "#8C8C8C"}

@@ -269,6 +269,7 @@ def fresh_resolved():
     _pretrained.clear_pretrained_cache()
 
 
+@pytest.mark.filterwarnings("ignore:This model has no de-binning table")  # the original's output scale, not tested here
 def test_a_pretrained_name_given_to_tl_is_loaded_once_per_process(
     served, tmp_path, legacy_dir, monkeypatch, fresh_resolved
 ):

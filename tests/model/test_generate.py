@@ -105,10 +105,35 @@ def test_an_unknown_field_is_refused(trained):
         trained.generate({"planet": "Mars"}, n_cells=1, progress=False)
 
 
-@pytest.mark.parametrize("n_cells", [0, -2])
-def test_n_cells_must_be_positive(trained, condition, n_cells):
-    with pytest.raises(ValueError, match="`n_cells` must be >= 1"):
+@pytest.mark.parametrize("n_cells", [0, -2, 2.5])
+def test_n_cells_must_be_a_positive_integer(trained, condition, n_cells):
+    with pytest.raises(ValueError, match="`n_cells` must be an integer >= 1"):
         trained.generate(condition, n_cells=n_cells, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"top_k": 0}, "`top_k` must be None"),
+        ({"top_k": -3}, "`top_k` must be None"),
+        ({"gamma": -1.0}, "`gamma` .* must be >= 0"),
+        ({"temperature": 0.0}, "`temperature` must be > 0"),
+        ({"batch_size": 0}, "`batch_size` must be an integer >= 1"),
+    ],
+)
+def test_bad_sampling_controls_are_refused_before_decoding(trained, condition, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        trained.generate(condition, n_cells=2, progress=False, **kwargs)
+
+
+def test_conditions_must_hold_at_least_one_condition(trained, condition):
+    field = next(iter(condition))
+    with pytest.raises(ValueError, match="holds no condition"):
+        trained.generate({field: []}, n_cells=2, progress=False)
+    with pytest.raises(ValueError, match="holds no condition"):
+        trained.generate(pd.DataFrame({field: []}), n_cells=2, progress=False)
+    with pytest.raises(TypeError, match="`conditions` must be a mapping"):
+        trained.generate("Lung", n_cells=2, progress=False)
 
 
 def test_an_unknown_category_of_the_original_model_suggests_close_matches(legacy_dir):
@@ -131,7 +156,28 @@ def test_an_unknown_category_of_the_original_model_suggests_close_matches(legacy
         ValueError, match=r"\['Hepatocyte'.*for 'hepatocyte'; \['Cardiomyocyte cell'.*for 'Cardiomyocyte'"
     ):
         model.generate({"cell_type": ["hepatocyte", "Cardiomyocyte"]}, n_cells=1, progress=False)
-    cells = model.generate(
-        {"organ": "Heart", "cell_type": "Cardiomyocyte cell"}, n_cells=1, progress=False, max_length=8
-    )
+    with pytest.warns(UserWarning, match="no de-binning table"):
+        cells = model.generate(
+            {"organ": "Heart", "cell_type": "Cardiomyocyte cell"}, n_cells=1, progress=False, max_length=8
+        )
     assert cells.obs["cell_type"].tolist() == ["Cardiomyocyte cell"]
+
+
+def test_the_original_model_warns_about_its_output_scale_until_it_has_a_debinning_table(legacy_dir):
+    import warnings
+
+    import anndata as ad
+
+    import scmulan
+
+    model = scmulan.SCMULAN.from_legacy_checkpoint(legacy_dir / "tiny_ckpt.pt", legacy_dir / "meta_info.pt")
+    condition = {"organ": "Heart", "cell_type": "Cardiomyocyte cell"}
+    with pytest.warns(UserWarning, match=r"level / 10.*`model.fit_debinning\(reference\)`"):
+        raw = model.generate(condition, n_cells=4, max_length=40, progress=False)
+    np.testing.assert_allclose(raw.X.data, raw.layers["levels"].data / 10)
+    model.fit_debinning(ad.read_h5ad(legacy_dir / "prepared_input_2000.h5ad"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        cells = model.generate(condition, n_cells=4, max_length=40, progress=False)
+    assert cells.uns["scmulan_generate"]["scale"] == "X: log-normalised (de-binned)"
+    np.testing.assert_array_equal(cells.layers["levels"].toarray(), raw.layers["levels"].toarray())  # same seed

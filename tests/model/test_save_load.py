@@ -41,6 +41,7 @@ def test_loaded_weights_vocabulary_and_settings_are_the_saved_ones(trained, load
         assert torch.equal(saved[key], restored[key]), key
     assert loaded.obs_keys_ == trained.obs_keys_
     assert loaded.metadata_fields_ == trained.metadata_fields_
+    assert loaded.trained_tasks_ == trained.trained_tasks_
     assert loaded.is_trained_ is True
     np.testing.assert_array_equal(loaded.debin_table_, trained.debin_table_)
     assert set(loaded.history_) == set(trained.history_)
@@ -111,6 +112,23 @@ def test_load_refuses_data_with_categories_the_model_does_not_know(saved_dir, at
     cells.obs["organ"] = pd.Categorical([organ.upper()] * cells.n_obs)
     with pytest.raises(ValueError, match=rf"did you mean \[{organ!r}.* for {organ.upper()!r}"):
         SCMULAN.load(saved_dir, adata=cells)
+
+
+def _as_counts(adata):
+    """The same cells with integer counts in X (what a user passes when they forget scmulan.pp.prepare)."""
+    from scipy import sparse
+
+    dense = adata.X.toarray() if sparse.issparse(adata.X) else np.asarray(adata.X)
+    counts = adata.copy()
+    counts.X = sparse.csr_matrix(np.rint(np.expm1(dense) * 10).astype(np.float32))
+    return counts
+
+
+def test_load_refuses_raw_counts_before_registering_them(saved_dir, atlas):
+    counts = _as_counts(atlas)
+    with pytest.raises(ValueError, match=r"`SCMULAN.load\(dir_path, adata\)` needs log-normalised.*pp.prepare"):
+        SCMULAN.load(saved_dir, adata=counts)
+    assert "_scvi_uuid" not in counts.uns  # nothing was registered
 
 
 def test_load_refuses_registered_data_the_vocabulary_does_not_cover(saved_dir, atlas):
@@ -206,6 +224,7 @@ def test_a_legacy_checkpoint_with_its_vocabulary_loads(tmp_path):
     assert len(model.vocab) == n
     assert model.vocab.genes == GENES
     assert model.legacy_ is True
+    assert model.trained_tasks_ == ["generation", "annotation", "metadata"]  # the original was pre-trained on all
     for key, tensor in net.state_dict().items():
         assert torch.equal(model.module.state_dict()[key], tensor), key
 

@@ -112,6 +112,13 @@ def test_a_missing_obs_column_names_the_argument_and_lists_the_columns(atlas):
         SCMULAN.setup_anndata(atlas, extra_metadata_keys=["donor"])
 
 
+def test_an_empty_anndata_is_refused_as_empty(atlas):
+    empty = atlas[:0].copy()
+    with pytest.raises(ValueError, match="The AnnData has no cells"):
+        SCMULAN.setup_anndata(empty, cell_type_key="cell_type")
+    assert "_scvi_uuid" not in empty.uns
+
+
 def test_an_extra_key_may_not_shadow_a_built_in_field(atlas):
     with pytest.raises(ValueError, match="clashes with a built-in metadata field"):
         SCMULAN.setup_anndata(atlas, extra_metadata_keys=["organ"])

@@ -70,6 +70,30 @@ def test_by_default_training_runs_the_tasks_the_registered_fields_support(atlas)
     assert model.is_trained_ is False
 
 
+def test_a_task_never_trained_is_refused_until_the_model_learns_it(atlas, tmp_path):
+    data = atlas[:64].copy()
+    SCMULAN.setup_anndata(data, organ_key="organ", cell_type_key="cell_type")
+    model = SCMULAN(data, config="tiny")
+    model.train(max_epochs=1, batch_size=32, tasks=("generation", "annotation"), enable_progress_bar=False)
+    assert model.trained_tasks_ == ["generation", "annotation"]
+    with pytest.raises(ValueError, match=r"trained only on \['generation', 'annotation'\].*include 'metadata'"):
+        model.predict_metadata(data, fields=["organ"], progress=False)
+    assert model.annotate(data, progress=False).shape[0] == data.n_obs  # what it learnt still works
+    model.save(tmp_path / "model")
+    loaded = SCMULAN.load(tmp_path / "model", adata=data)
+    assert loaded.trained_tasks_ == ["generation", "annotation"]
+    with pytest.raises(ValueError, match="trained only on"):
+        loaded.predict_metadata(data, fields=["organ"], progress=False)
+    loaded.train(max_epochs=1, batch_size=32, tasks=("metadata",), enable_progress_bar=False)  # fine-tune it in
+    assert loaded.trained_tasks_ == ["generation", "annotation", "metadata"]
+    predicted = loaded.predict_metadata(data, fields=["organ"], progress=False)
+    assert set(predicted["organ"].dropna()) <= set(data.obs["organ"].dropna())
+
+
+def test_the_default_training_learns_every_task_of_the_registered_fields(trained):
+    assert trained.trained_tasks_ == ["generation", "annotation", "metadata"]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -158,6 +182,25 @@ def finetuned(saved_dir, atlas_template):
     )
     model.finetune(data, max_epochs=1, freeze_trunk=True, batch_size=32, enable_progress_bar=False)
     return model, old_vocab, before
+
+
+def test_finetune_refuses_raw_counts_and_changes_nothing(saved_dir, atlas):
+    from scipy import sparse
+
+    model = SCMULAN.load(saved_dir)
+    vocab, before = model.vocab, _state(model)
+    dense = atlas.X.toarray() if sparse.issparse(atlas.X) else np.asarray(atlas.X)
+    atlas.X = sparse.csr_matrix(np.rint(np.expm1(dense) * 10).astype(np.float32))  # counts: pp.prepare forgotten
+    fine = atlas.obs["cell_type"].astype(str).to_numpy()
+    fine[:5] = NEW_TYPE
+    atlas.obs["cell_type"] = pd.Categorical(fine)
+    SCMULAN.setup_anndata(atlas, cell_type_key="cell_type")
+    with pytest.raises(ValueError, match=r"`SCMULAN.finetune` needs log-normalised .*raw counts"):
+        model.finetune(atlas, max_epochs=1)
+    assert model.vocab is vocab  # no category added, no data attached, no weight touched
+    assert model.adata is None
+    after = model.module.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
 
 
 def test_finetune_appends_the_new_category_and_keeps_old_ids(finetuned):

@@ -43,6 +43,15 @@ def test_umap_adds_documented_keys_and_keeps_users_umap(pbmc):
     assert pbmc.obsm[ADDED_OBSM].any()
     assert pbmc.uns["scmulan_neighbors"]["params"]["n_neighbors"] == 10
 
+    # another embedding or another neighbour count computes it again without being asked
+    pbmc.obsm[ADDED_OBSM] = np.zeros((pbmc.n_obs, 2))
+    scmulan.pl.umap(pbmc, color="scmulan_fine", n_neighbors=12, show=False)
+    assert pbmc.obsm[ADDED_OBSM].any()
+    assert pbmc.uns["scmulan_neighbors"]["params"]["n_neighbors"] == 12
+    pbmc.obsm["X_other"] = pbmc.obsm["X_scmulan"][:, :5].copy()
+    scmulan.pl.umap(pbmc, color="scmulan_fine", use_rep="X_other", n_neighbors=12, show=False)
+    assert pbmc.uns["scmulan_neighbors"]["params"]["use_rep"] == "X_other"
+
 
 def test_umap_returns_list_figure_and_saves(pbmc, tmp_path):
     _with_fake_umap(pbmc)

@@ -53,3 +53,16 @@ def test_copy(atlas_model, atlas_query):
     out = scmulan.tl.predict_metadata(atlas_query, atlas_model, ["organ"], copy=True, progress=False)
     assert "scmulan_organ" in out.obs
     assert "scmulan_organ" not in atlas_query.obs
+
+
+@pytest.mark.filterwarnings("ignore:From 0.4 .update:FutureWarning")
+def test_mudata_predictions_go_into_the_rna_modality(atlas_model, atlas_query):
+    from anndata import AnnData
+    from mudata import MuData
+
+    other = AnnData(np.ones((atlas_query.n_obs, 3), dtype=np.float32), obs=pd.DataFrame(index=atlas_query.obs_names))
+    mdata = MuData({"rna": atlas_query, "prot": other})
+    assert scmulan.tl.predict_metadata(mdata, atlas_model, ["organ"], progress=False) is None
+    expected = atlas_model.predict_metadata(atlas_query, ["organ"], progress=False)
+    assert list(mdata.mod["rna"].obs["scmulan_organ"].astype(str)) == list(expected["organ"].astype(str))
+    assert "scmulan_organ" not in mdata.mod["prot"].obs

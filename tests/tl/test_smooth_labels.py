@@ -90,3 +90,34 @@ def test_copy_leaves_the_input_alone(cells):
 def test_bad_arguments_name_the_fix(cells, kwargs, match):
     with pytest.raises(ValueError, match=match):
         scmulan.tl.smooth_labels(cells, **kwargs)
+
+
+def test_cells_without_an_embedding_neither_vote_nor_get_a_vote(cells):
+    lost = [0, 21, 45]  # e.g. cells that expressed no model gene: annotate leaves their embedding NaN
+    cells.obsm["X_scmulan"][lost] = np.nan
+    scmulan.tl.smooth_labels(cells, n_neighbors=5, weighted=False)
+    assert list(cells.obs["scmulan_fine_smoothed"].iloc[lost].astype(str)) == ["Unclassified"] * 3
+    assert cells.obs["scmulan_fine_smoothed_score"].iloc[lost].isna().all()
+    rest = np.setdiff1d(np.arange(cells.n_obs), lost)
+    expected, scores = oracle(
+        cells.obsm["X_scmulan"][rest], cells.obs["scmulan_fine"].to_numpy()[rest], 5, weighted=False, threshold=0.5
+    )
+    assert list(cells.obs["scmulan_fine_smoothed"].iloc[rest].astype(str)) == list(expected)
+    np.testing.assert_allclose(cells.obs["scmulan_fine_smoothed_score"].iloc[rest], scores, rtol=1e-5)
+
+
+def test_labels_that_are_all_missing_are_refused(cells):
+    cells.obs["scmulan_fine"] = pd.Categorical([np.nan] * cells.n_obs)
+    with pytest.raises(ValueError, match="holds no labels"):
+        scmulan.tl.smooth_labels(cells, n_neighbors=5)
+    assert "scmulan_fine_smoothed" not in cells.obs
+
+
+@pytest.mark.filterwarnings("ignore:From 0.4 .update:FutureWarning")
+def test_mudata_labels_are_smoothed_in_the_rna_modality(cells):
+    from mudata import MuData
+
+    expected = scmulan.tl.smooth_labels(cells, n_neighbors=5, copy=True).obs["scmulan_fine_smoothed"]
+    mdata = MuData({"rna": cells})
+    assert scmulan.tl.smooth_labels(mdata, n_neighbors=5) is None
+    assert list(mdata.mod["rna"].obs["scmulan_fine_smoothed"].astype(str)) == list(expected.astype(str))

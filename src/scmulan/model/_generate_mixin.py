@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +14,7 @@ from anndata import AnnData
 from scmulan._device import resolve_device
 from scmulan.model import _io
 from scmulan.model._debin import debin, debinning_table
+from scmulan.model._infer_mixin import user_stacklevel
 from scmulan.model._inference import generate_cells
 from scmulan.sentence import GeneSegments
 
@@ -70,6 +72,8 @@ class GenerationMixin:
         """
         from scipy import sparse
 
+        self._require_task("generation", "generate")
+        _check_sampling(temperature=temperature, gamma=gamma, top_k=top_k, batch_size=batch_size)
         table = self._conditions_table(conditions, n_cells)
         fields = [f for f in self.vocab.metadata_fields if f in table.columns]
         tokens = np.full((len(table), len(fields)), -1, dtype=np.int64)
@@ -124,6 +128,14 @@ class GenerationMixin:
         obs["ended"] = out.ended
         obs.index = [f"generated_{i}" for i in range(len(obs))]
         result = AnnData(X=values, obs=obs, var=pd.DataFrame(index=self.vocab.genes), layers={"levels": levels})
+        if self.debin_table_ is None:
+            warnings.warn(
+                "This model has no de-binning table (the original checkpoint carries none): the generated `X` holds "
+                "level / 10, not log-normalised values. Call `model.fit_debinning(reference)` with log-normalised "
+                "reference cells first to get values on the data's scale.",
+                UserWarning,
+                stacklevel=user_stacklevel(),
+            )
         result.uns["scmulan_generate"] = {
             "params": _io.plain(
                 {
@@ -142,13 +154,19 @@ class GenerationMixin:
         return result
 
     def _conditions_table(self, conditions, n_cells: int) -> pd.DataFrame:
-        if n_cells < 1:
-            msg = f"`n_cells` must be >= 1, got {n_cells}."
+        if isinstance(n_cells, bool) or not isinstance(n_cells, int | np.integer) or n_cells < 1:
+            msg = f"`n_cells` must be an integer >= 1, got {n_cells!r}."
             raise ValueError(msg)
         if conditions is None:
             table = pd.DataFrame(index=range(1))
         elif isinstance(conditions, pd.DataFrame):
             table = conditions.reset_index(drop=True)
+        elif not isinstance(conditions, Mapping):
+            msg = (
+                "`conditions` must be a mapping such as {'organ': 'Lung', 'cell_type': 'T cell'}, a DataFrame with "
+                f"one row per condition, or None; got {type(conditions).__name__}."
+            )
+            raise TypeError(msg)
         else:
             values = dict(conditions)
             lengths = {len(v) for v in values.values() if isinstance(v, list | tuple | np.ndarray | pd.Series)}
@@ -156,6 +174,9 @@ class GenerationMixin:
                 msg = "Lists in `conditions` must all have the same length."
                 raise ValueError(msg)
             table = pd.DataFrame(values, index=range(lengths.pop() if lengths else 1))
+        if len(table) == 0:
+            msg = "`conditions` holds no condition (an empty list or DataFrame); give at least one."
+            raise ValueError(msg)
         for f in table.columns:
             if f not in self.vocab.metadata_fields:
                 msg = f"Unknown condition field {f!r}; the model knows {self.vocab.metadata_fields}."
@@ -214,3 +235,19 @@ class GenerationMixin:
         self.debin_table_ = debinning_table(
             (X for _, X, _ in source.iter_chunks(chunk_size)), source.col_token, len(self.vocab)
         )
+
+
+def _check_sampling(*, temperature: float, gamma: float, top_k: int | None, batch_size: int) -> None:
+    """Refuse sampling controls that would fail (or silently misbehave) deep inside the decoding loop."""
+    if not temperature > 0:
+        msg = f"`temperature` must be > 0, got {temperature}."
+        raise ValueError(msg)
+    if not gamma >= 0:
+        msg = f"`gamma` (the factor on the probability of ending a cell) must be >= 0, got {gamma}."
+        raise ValueError(msg)
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1):
+        msg = f"`top_k` must be None (no filtering) or an integer >= 1, got {top_k!r}."
+        raise ValueError(msg)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        msg = f"`batch_size` must be an integer >= 1, got {batch_size!r}."
+        raise ValueError(msg)

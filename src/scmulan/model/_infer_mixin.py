@@ -84,6 +84,7 @@ class InferenceMixin:
         expressed model gene), ``confidence`` (probability of the decoded coarse-then-fine path), ``coarse_confidence``,
         ``fine_confidence`` and ``n_genes``.
         """
+        self._require_task("annotation", "annotate")
         fields = self.annotation_fields
         if not fields:
             msg = "This model has no cell-type fields in its vocabulary; it cannot annotate."
@@ -200,6 +201,22 @@ class InferenceMixin:
             names = np.where(ok, names, UNCLASSIFIED)
         return names
 
+    def _require_task(self, task: str, method: str) -> None:
+        """Refuse to decode the prompt of a task a trained network never learnt (its output would be noise)."""
+        if not self.is_trained_ or task in self.trained_tasks_:
+            return
+        hint = {
+            "generation": "include 'generation' in `tasks`",
+            "annotation": "register cell-type columns (`coarse_cell_type_key`/`cell_type_key`) and include "
+            "'annotation' in `tasks`",
+            "metadata": "register metadata columns (`organ_key`, `region_key`, …) and include 'metadata' in `tasks`",
+        }[task]
+        msg = (
+            f"`{method}` decodes the {task} prompt, but this model was trained only on {self.trained_tasks_}; its "
+            f"{task} output would be untrained noise. Train (or fine-tune) it on the {task} task first: {hint}."
+        )
+        raise ValueError(msg)
+
     def _max_genes(self, n_context: int) -> int:
         return max(1, self.max_length_ - n_context - 4)
 
@@ -233,6 +250,7 @@ class InferenceMixin:
         -------
         A DataFrame with one categorical column per field and ``<field>_confidence``.
         """
+        self._require_task("metadata", "predict_metadata")
         fields = [fields] if isinstance(fields, str) else list(fields)
         order = self.metadata_fields_
         bad = [f for f in fields if f not in order]

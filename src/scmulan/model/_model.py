@@ -26,7 +26,7 @@ from scmulan.model._infer_mixin import InferenceMixin, user_stacklevel
 from scmulan.model._train_mixin import TrainingMixin
 from scmulan.nn import CSentenceTransformer, TransformerConfig
 from scmulan.sentence import CellSource
-from scmulan.sentence._tasks import ANNOTATION_FIELDS
+from scmulan.sentence._tasks import ANNOTATION_FIELDS, TASKS
 from scmulan.vocab import Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -87,6 +87,9 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
         Metadata field -> ``obs`` column of the registered data (used as prompt context for queries that have it).
     metadata_fields_
         Fields the metadata task decodes, in order (``predict_metadata`` can predict these).
+    trained_tasks_
+        Tasks the network has been trained on (``"generation"``, ``"annotation"``, ``"metadata"``); a trained model
+        refuses to decode the prompt of a task it never learnt.
     max_length_
         Longest sentence.
     debin_table_
@@ -198,6 +201,9 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
+        if adata.n_obs == 0:
+            msg = "The AnnData has no cells: there is nothing to register."
+            raise ValueError(msg)
         fields: list = [LayerField(X_KEY, layer, is_count_data=False)]
         keys = {
             "organ": organ_key,
@@ -266,6 +272,7 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
         legacy: bool,
         metadata_fields: Sequence[str] | None = None,
         debin_table: np.ndarray | None = None,
+        trained_tasks: Sequence[str] | None = None,
     ) -> None:
         if len(vocab) != net.config.vocab_size:
             msg = f"Vocabulary ({len(vocab)} entities) and network ({net.config.vocab_size}) do not match."
@@ -280,6 +287,9 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
         if metadata_fields is None:
             metadata_fields = [f for f in vocab.metadata_fields if f not in ANNOTATION_FIELDS]
         self.metadata_fields_ = list(metadata_fields)
+        if trained_tasks is None:  # the original checkpoint was pre-trained on all three tasks, a new network on none
+            trained_tasks = TASKS if legacy else ()
+        self.trained_tasks_ = list(trained_tasks)
         self.debin_table_ = debin_table
         self._model_summary_string = (
             f"SCMULAN{' (original scMulan checkpoint)' if legacy else ''}: {net.config.n_layer} layers, "
@@ -376,6 +386,7 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
             "legacy_": self.legacy_,
             "metadata_fields_": self.metadata_fields_,
             "is_trained_": self.is_trained_,
+            "trained_tasks_": self.trained_tasks_,
             "history_": {k: v.reset_index().to_dict(orient="list") for k, v in (self.history_ or {}).items()},
         }
         extra = {"debin_table": self.debin_table_} if self.debin_table_ is not None else {}
@@ -433,6 +444,8 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
         )
         model.init_params_ = attrs["init_params_"]
         model.is_trained_ = attrs["is_trained_"]
+        # saves older than trained_tasks_ did not record it: assume every task (as they were never refused)
+        model.trained_tasks_ = list(attrs.get("trained_tasks_", TASKS if model.is_trained_ else []))
         model.history_ = {k: pd.DataFrame(v).set_index(v and list(v)[0]) for k, v in attrs["history_"].items()}
         saved = os.path.join(dir_path, _io.ADATA_FILE)
         if adata is None and os.path.exists(saved):
@@ -452,9 +465,11 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
             for key in ("_scvi_uuid", "_scvi_manager_uuid"):
                 adata.uns.pop(key, None)
             manager = None
-        # the metadata columns must hold categories of the vocabulary (checked before registering: nothing is
-        # written to a refused AnnData)
+        # the metadata columns must hold categories of the vocabulary and the matrix log-normalised values (checked
+        # before registering: nothing is written to a refused AnnData)
         registry = manager.registry if manager is not None else self.registry_
+        layer = (registry.get("setup_args") or {}).get("layer")
+        check_log_normalized(self._matrix(adata, layer), where="SCMULAN.load(dir_path, adata)")
         self._check_known_categories(adata, self._registered_obs_keys(registry))
         if manager is None:
             setup = self.registry_.get("setup_args") or {}

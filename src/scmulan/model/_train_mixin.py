@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from anndata import AnnData
 
-from scmulan._validation import detect_data_kind
+from scmulan._validation import check_log_normalized, detect_data_kind
 from scmulan.model._debin import debinning_table
 from scmulan.model._fields import registry_key
 from scmulan.model._resize import extend_network
@@ -221,6 +221,8 @@ class TrainingMixin:
         self.module.eval()
         self.history_ = history
         self.is_trained_ = True
+        learnt = {t for t, w in zip(TASKS, spec.weights, strict=True) if w > 0}
+        self.trained_tasks_ = [t for t in TASKS if t in learnt or t in self.trained_tasks_]
         self.train_indices_, self.validation_indices_ = train_idx, val_idx
         self.test_indices_ = np.sort(perm[n_train + n_val :])
         trained_fields = [f for f, m in zip(spec.fields, spec.metadata_columns, strict=True) if m]
@@ -329,6 +331,8 @@ class TrainingMixin:
             msg = "Register the fine-tuning data first: `scmulan.SCMULAN.setup_anndata(adata, cell_type_key=..., ...)`."
             raise ValueError(msg)
         registry = manager.registry
+        # refused before anything changes: the vocabulary, network and attached data stay as they were
+        check_log_normalized(self._matrix(adata, registry["setup_args"].get("layer")), where="SCMULAN.finetune")
         obs_keys = self._registered_obs_keys(registry)
         vocab = self.vocab
         for field in obs_keys:
@@ -360,6 +364,7 @@ class TrainingMixin:
             legacy=False,  # fine-tuned: no longer the original model (metadata context is used from now on)
             metadata_fields=self.metadata_fields_,
             debin_table=self.debin_table_,
+            trained_tasks=self.trained_tasks_,
         )
         self.train(max_epochs, tasks=tasks, freeze_trunk=freeze_trunk, **train_kwargs)
 

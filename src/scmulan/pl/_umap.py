@@ -38,6 +38,19 @@ def _compute_umap(adata: AnnData, *, use_rep: str, n_neighbors: int, key_added: 
     )
 
 
+def _stale(adata: AnnData, *, use_rep: str, n_neighbors: int, key: str) -> bool:
+    """Whether the stored UMAP was computed from another embedding or another number of neighbours.
+
+    A basis without a recorded neighbour graph (set by the user) is taken as it is.
+    """
+    params = adata.uns.get(f"{key}_neighbors", {}).get("params", {})
+    stored = (params.get("use_rep"), params.get("n_neighbors"))
+    if not params or stored == (use_rep, n_neighbors):
+        return False
+    logger.info("the stored UMAP used %s; recomputing for use_rep=%r, n_neighbors=%d", stored, use_rep, n_neighbors)
+    return True
+
+
 @doc_params(doc_show_save_ax=DOC_SHOW_SAVE_AX)
 def umap(
     adata: AnnData | MuData,
@@ -59,7 +72,8 @@ def umap(
     The UMAP is computed on first use from the embedding written by :func:`scmulan.tl.embed` or
     :func:`scmulan.tl.annotate` (``obsm["X_scmulan"]``) and stored under its own keys, so a UMAP or
     neighbour graph the user already has (``obsm["X_umap"]``, ``uns["neighbors"]``) is never overwritten.
-    Later calls reuse it unless ``recompute=True``. Drawing is done by :func:`scanpy.pl.embedding`.
+    Later calls with the same ``use_rep`` and ``n_neighbors`` reuse it (other values, or ``recompute=True``,
+    compute it again). Drawing is done by :func:`scanpy.pl.embedding`.
 
     Parameters
     ----------
@@ -75,7 +89,8 @@ def umap(
     key_added
         Prefix of the keys written (see below).
     recompute
-        Compute neighbours and UMAP again even if ``obsm[f"X_umap_{key_added}"]`` exists.
+        Compute neighbours and UMAP again even if ``obsm[f"X_umap_{key_added}"]`` exists for the same ``use_rep``
+        and ``n_neighbors`` (e.g. after :func:`scmulan.tl.embed` wrote a new embedding under the same key).
     mod
         MuData modality; ignored for AnnData input.
     {doc_show_save_ax}
@@ -111,7 +126,7 @@ def umap(
 
     adata = get_modality(adata, mod)
     basis = f"X_umap_{key_added}"
-    if recompute or basis not in adata.obsm:
+    if recompute or basis not in adata.obsm or _stale(adata, use_rep=use_rep, n_neighbors=n_neighbors, key=key_added):
         if use_rep not in adata.obsm:
             available = ", ".join(repr(k) for k in adata.obsm) or "none"
             msg = (

@@ -57,10 +57,9 @@ def smooth_labels(
     Returns
     -------
     ``None``, or the copy if ``copy=True``. Sets ``adata.obs[key_added]`` (categorical),
-    ``adata.obs[f"{key_added}_score"]`` (vote share) and ``adata.uns[key_added]['smooth_labels']['params']``.
+    ``adata.obs[f"{key_added}_score"]`` (vote share; NaN for cells whose ``use_rep`` row is not finite, which get
+    ``unassigned`` and do not vote) and ``adata.uns[key_added]['smooth_labels']['params']``.
     """
-    from sklearn.neighbors import NearestNeighbors
-
     data, ad = target(adata, mod=mod, copy=copy)
     if key not in ad.obs:
         msg = f"`obs[{key!r}]` is missing; run `scmulan.tl.annotate(adata, model)` first or pass `key=`."
@@ -75,28 +74,25 @@ def smooth_labels(
         msg = f"`n_neighbors` must be between 1 and n_obs - 1 ({ad.n_obs - 1}), got {n_neighbors}."
         raise ValueError(msg)
     key_added = key_added or f"{key}_smoothed"
-    started = start(f"smoothing {key!r} over {n_neighbors} neighbours")
     labels = pd.Categorical(ad.obs[key])
+    if (labels.codes < 0).all():
+        msg = f"`obs[{key!r}]` holds no labels (all missing); there is nothing to smooth."
+        raise ValueError(msg)
     X = np.asarray(ad.obsm[use_rep], dtype=np.float32)
-    dist, idx = NearestNeighbors(n_neighbors=n_neighbors + 1).fit(X).kneighbors(X)
-    # drop each cell itself (the first hit, or wherever it appears among ties at distance 0)
-    is_self = idx == np.arange(ad.n_obs)[:, None]
-    drop = np.where(is_self.any(1), is_self.argmax(1), n_neighbors)
-    keep = np.ones_like(idx, dtype=bool)
-    keep[np.arange(ad.n_obs), drop] = False
-    idx = idx[keep].reshape(ad.n_obs, n_neighbors)
-    dist = dist[keep].reshape(ad.n_obs, n_neighbors)
-    weight = 1.0 / np.maximum(dist, 1e-12) if weighted else np.ones_like(dist)
-    codes = labels.codes[idx]  # (n, k); -1 = neighbour without a label
-    weight = np.where(codes >= 0, weight, 0.0)
-    votes = np.zeros((ad.n_obs, len(labels.categories) + 1))
-    np.add.at(votes, (np.repeat(np.arange(ad.n_obs), n_neighbors), codes.ravel()), weight.ravel())
-    votes = votes[:, :-1]  # the -1 column collected unlabelled neighbours with weight 0
-    total = votes.sum(1)
-    winner = votes.argmax(1)
-    score = np.divide(votes.max(1), total, out=np.zeros_like(total), where=total > 0)
-    names = np.asarray(labels.categories, dtype=object)[winner]
-    smoothed = np.where((score >= threshold) & (total > 0), names, unassigned)
+    # cells without an embedding (NaN rows: no model gene was expressed) neither vote nor get a vote
+    rows = np.flatnonzero(np.isfinite(X).all(1))
+    if len(rows) <= n_neighbors:
+        msg = (
+            f"Only {len(rows)} cells have a finite `obsm[{use_rep!r}]` row; `n_neighbors` ({n_neighbors}) must be "
+            "smaller than that."
+        )
+        raise ValueError(msg)
+    started = start(f"smoothing {key!r} over {n_neighbors} neighbours")
+    share, winner, total = _vote(X[rows], labels.codes[rows], labels.categories, n_neighbors, weighted)
+    score = np.full(ad.n_obs, np.nan)
+    score[rows] = share
+    smoothed = np.full(ad.n_obs, unassigned, dtype=object)
+    smoothed[rows] = np.where((share >= threshold) & (total > 0), winner, unassigned)
     ad.obs[key_added] = pd.Categorical(smoothed)
     ad.obs[f"{key_added}_score"] = score.astype(np.float32)
     record(
@@ -107,3 +103,30 @@ def smooth_labels(
     )
     finish(started, [f"obs['{key_added}']", f"obs['{key_added}_score']"])
     return data if copy else None
+
+
+def _vote(
+    X: np.ndarray, codes: np.ndarray, categories: pd.Index, n_neighbors: int, weighted: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vote share, winning label and total vote weight of every row of ``X`` among its nearest neighbours."""
+    from sklearn.neighbors import NearestNeighbors
+
+    n = len(X)
+    dist, idx = NearestNeighbors(n_neighbors=n_neighbors + 1).fit(X).kneighbors(X)
+    # drop each cell itself (the first hit, or wherever it appears among ties at distance 0)
+    is_self = idx == np.arange(n)[:, None]
+    drop = np.where(is_self.any(1), is_self.argmax(1), n_neighbors)
+    keep = np.ones_like(idx, dtype=bool)
+    keep[np.arange(n), drop] = False
+    idx = idx[keep].reshape(n, n_neighbors)
+    dist = dist[keep].reshape(n, n_neighbors)
+    weight = 1.0 / np.maximum(dist, 1e-12) if weighted else np.ones_like(dist)
+    neighbour_codes = codes[idx]  # (n, k); -1 = neighbour without a label
+    weight = np.where(neighbour_codes >= 0, weight, 0.0)
+    votes = np.zeros((n, len(categories) + 1))
+    np.add.at(votes, (np.repeat(np.arange(n), n_neighbors), neighbour_codes.ravel()), weight.ravel())
+    votes = votes[:, :-1]  # the -1 column collected unlabelled neighbours with weight 0
+    total = votes.sum(1)
+    score = np.divide(votes.max(1), total, out=np.zeros_like(total), where=total > 0)
+    names = np.asarray(categories, dtype=object)[votes.argmax(1)]
+    return score, names, total
