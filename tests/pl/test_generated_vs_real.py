@@ -68,3 +68,36 @@ def test_errors(pbmc, generated):
         scmulan.pl.generated_vs_real(pbmc, generated, groupby="cell_type", show=False)
     with pytest.raises(ValueError, match=r"real\.layers\['levels'\]"):
         scmulan.pl.generated_vs_real(pbmc, generated, layer="levels", show=False)
+
+
+def test_draws_into_user_axes_and_leaves_the_figure_open(pbmc, generated, tmp_path):
+    import matplotlib.pyplot as plt
+
+    pbmc.obs["cell_type"] = pbmc.obs["bulk_labels"]
+    fig, ax = plt.subplots(2, 2)  # an array of Axes, as plt.subplots returns; the last one is left empty
+    path = tmp_path / "mine.png"
+    axes = scmulan.pl.generated_vs_real(
+        pbmc, generated, groupby="cell_type", n_pcs=5, ax=ax.ravel()[:3], save=path, show=False
+    )
+    assert axes == list(ax.ravel()[:3])
+    assert "Pearson r" in axes[0].get_title()
+    assert sum(len(c.get_offsets()) for c in axes[1].collections) == pbmc.n_obs + generated.n_obs
+    assert len(ax[1, 1].collections) == 0
+    assert ax[1, 1].get_title() == ""
+    assert path.stat().st_size > 0
+    assert plt.fignum_exists(fig.number)  # the user's figure is not closed by saving
+    plt.close(fig)
+
+
+def test_ax_must_match_the_panels(pbmc, generated):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3)
+    with pytest.raises(ValueError, match="must hold 2 Axes"):
+        scmulan.pl.generated_vs_real(pbmc, generated, ax=ax, show=False)
+    with pytest.raises(ValueError, match="must hold 2 Axes"):
+        scmulan.pl.generated_vs_real(pbmc, generated, ax=ax[0], show=False)
+    with pytest.raises(TypeError, match="matplotlib Axes"):
+        scmulan.pl.generated_vs_real(pbmc, generated, ax=["a", "b"], show=False)
+    assert all(len(a.collections) == 0 for a in ax)  # nothing drawn before the error
+    plt.close(fig)

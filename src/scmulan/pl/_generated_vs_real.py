@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from os import PathLike
 from typing import TYPE_CHECKING
 
@@ -104,6 +105,26 @@ def _palette(labels: list[str]) -> dict[str, str]:
     return palette
 
 
+def _check_axes(ax: Sequence[Axes] | np.ndarray | None, n_panels: int) -> list[Axes] | None:
+    """The user's Axes, one per panel, or `None` to make a new figure."""
+    if ax is None:
+        return None
+    from matplotlib.axes import Axes
+
+    axes = [ax] if isinstance(ax, Axes) else list(np.ravel(np.asarray(ax, dtype=object)))
+    if not all(isinstance(a, Axes) for a in axes):
+        msg = f"`ax` must be a sequence (or array) of matplotlib Axes, one per panel; got {type(ax).__name__}."
+        raise TypeError(msg)
+    if len(axes) != n_panels:
+        panels = "per-gene means, UMAP by source" + (", UMAP by group" if n_panels == 3 else "")
+        msg = (
+            f"`ax` must hold {n_panels} Axes, one per panel ({panels}), got {len(axes)}; "
+            "e.g. `fig, ax = plt.subplots(1, " + str(n_panels) + ")`."
+        )
+        raise ValueError(msg)
+    return axes
+
+
 def _legend_outside(ax: Axes, **kwargs) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize="small", markerscale=2, **kwargs)
 
@@ -117,6 +138,7 @@ def generated_vs_real(
     layer: str | None = None,
     n_pcs: int = 30,
     mod: str = "rna",
+    ax: Sequence[Axes] | np.ndarray | None = None,
     show: bool | None = None,
     save: bool | str | PathLike | None = None,
     return_fig: bool = False,
@@ -149,6 +171,10 @@ def generated_vs_real(
         Number of principal components of the joint UMAP (fewer when there are few cells or genes).
     mod
         MuData modality, for either input; ignored for AnnData input.
+    ax
+        Axes to draw into, one per panel in the order above: 2 without ``groupby``, 3 with it (e.g. the
+        array of ``plt.subplots(1, 3)``). A new figure is made when `None`; a figure passed this way is
+        left open after saving.
     {doc_show_save}
 
     Returns
@@ -163,6 +189,8 @@ def generated_vs_real(
     """
     import matplotlib.pyplot as plt
 
+    n_panels = 2 if groupby is None else 3
+    user_axes = _check_axes(ax, n_panels)
     real = get_modality(real, mod)
     generated = get_modality(generated, mod)
     genes = _shared_genes(real, generated)
@@ -178,9 +206,11 @@ def generated_vs_real(
     r_all = _pearson(real_mean, generated_mean)
     real_umap, generated_umap = _joint_umap(real_x, generated_x, n_pcs)
 
-    n_panels = 2 if groupby is None else 3
-    fig, axes = plt.subplots(1, n_panels, figsize=(5.0 * n_panels + 1.5, 4.5), layout="constrained")
-    axes = list(axes)
+    if user_axes is None:
+        fig, axes = plt.subplots(1, n_panels, figsize=(5.0 * n_panels + 1.5, 4.5), layout="constrained")
+        axes = list(axes)
+    else:
+        fig, axes = user_axes[0].figure, user_axes
 
     ax = axes[0]
     if groupby is None:
@@ -226,4 +256,12 @@ def generated_vs_real(
         ax.set_xticks([])
         ax.set_yticks([])
 
-    return finish(fig, axes, writekey="generated_vs_real", show=show, save=save, return_fig=return_fig)
+    return finish(
+        fig,
+        axes,
+        writekey="generated_vs_real",
+        show=show,
+        save=save,
+        return_fig=return_fig,
+        owns_figure=user_axes is None,
+    )
