@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from os import PathLike
 from typing import TYPE_CHECKING
 
@@ -17,6 +16,8 @@ from scmulan._logging import logger
 from ._utils import DOC_SHOW_SAVE, doc_params, finish
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from mudata import MuData
@@ -119,7 +120,7 @@ def _check_axes(ax: Sequence[Axes] | np.ndarray | None, n_panels: int) -> list[A
         panels = "per-gene means, UMAP by source" + (", UMAP by group" if n_panels == 3 else "")
         msg = (
             f"`ax` must hold {n_panels} Axes, one per panel ({panels}), got {len(axes)}; "
-            "e.g. `fig, ax = plt.subplots(1, " + str(n_panels) + ")`."
+            f"e.g. `fig, ax = plt.subplots(1, {n_panels})`."
         )
         raise ValueError(msg)
     return axes
