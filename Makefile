@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 TORCH_PIP_ARGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple,)
 
-.PHONY: demo test docs lint benchmarks clean
+.PHONY: demo test lint-imports docs lint benchmarks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ demo: $(VENV)/.stamp-base
 ## test: run the test suite
 test: $(VENV)/.stamp-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## lint-imports: check the package layers of docs/architecture.md ([tool.importlinter] in pyproject.toml)
+lint-imports: $(VENV)/.stamp-test
+	$(BIN)/lint-imports --no-cache
 
 ## docs: build the documentation site (tutorials executed) with warnings as errors
 docs: $(VENV)/.stamp-doc

@@ -5,15 +5,10 @@ classes that need them (:class:`~scmulan.SCMULAN`, :func:`~scmulan.load_pretrain
 """
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 
 from . import datasets, pl, pp, tl
 from ._logging import logger
-
-try:
-    __version__ = version("scmulan")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without installation
-    __version__ = "0.0.0"
+from ._version import __version__
 
 # Heavy public names, resolved on first access (PEP 562) so that `import scmulan` never imports torch.
 _LAZY = {

@@ -53,7 +53,7 @@ def _verbosity_options(*, suppress: bool) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``scmulan`` argument parser (one sub-command per task)."""
-    from scmulan import __version__
+    from scmulan._version import __version__
 
     parser = argparse.ArgumentParser(
         prog=PROG,

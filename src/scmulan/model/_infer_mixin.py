@@ -14,7 +14,7 @@ from anndata import AnnData
 
 from scmulan._device import resolve_device
 from scmulan.model._inference import decode_cells
-from scmulan.sentence._tasks import ANNOTATION_FIELDS
+from scmulan.sentence import ANNOTATION_FIELDS
 
 UNCLASSIFIED = "Unclassified"
 

@@ -24,11 +24,11 @@ from scmulan.sentence import (
     concat,
     gene_segments,
     length_batches,
+    offsets_from_lengths,
     pad,
     prompts,
     warn_truncated,
 )
-from scmulan.sentence._ragged import offsets_from_lengths
 
 if TYPE_CHECKING:
     from scmulan.vocab import Vocabulary

@@ -20,25 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from scmulan._plain import plain
+
 MODEL_FILE, WEIGHTS_FILE, VOCAB_FILE, ADATA_FILE = "model.pt", "model.safetensors", "vocab.json", "adata.h5ad"
 EXTRA_PREFIX = "scmulan."
-
-
-def plain(obj: Any) -> Any:
-    """Recursively turn NumPy/pandas values into Python containers and scalars (``weights_only``-loadable)."""
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [plain(v) for v in obj.tolist()]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if obj is None or isinstance(obj, str | int | float | bool):
-        return obj
-    if hasattr(obj, "to_dict") and callable(obj.to_dict):  # dataclasses with a to_dict, pandas objects
-        return plain(obj.to_dict())
-    return str(obj)
 
 
 def write(
@@ -54,7 +39,7 @@ def write(
     """Write the three files; refuses to overwrite an existing model unless ``overwrite``."""
     from safetensors.torch import save_file
 
-    import scmulan
+    from scmulan._version import __version__
 
     path = Path(dir_path)
     if path.exists() and (path / MODEL_FILE).exists() and not overwrite:
@@ -70,7 +55,7 @@ def write(
             "attr_dict": plain(attrs),
             "var_names": list(var_names),
             "model_name": "SCMULAN",
-            "scmulan_version": scmulan.__version__,
+            "scmulan_version": __version__,
         },
         path / MODEL_FILE,
     )

@@ -25,8 +25,7 @@ from scmulan.model._generate_mixin import GenerationMixin
 from scmulan.model._infer_mixin import InferenceMixin, user_stacklevel
 from scmulan.model._train_mixin import TrainingMixin
 from scmulan.nn import CSentenceTransformer, TransformerConfig
-from scmulan.sentence import CellSource
-from scmulan.sentence._tasks import ANNOTATION_FIELDS, TASKS
+from scmulan.sentence import ANNOTATION_FIELDS, TASKS, CellSource
 from scmulan.vocab import Vocabulary
 
 logger = logging.getLogger(__name__)

@@ -14,8 +14,7 @@ from scmulan._validation import check_log_normalized, detect_data_kind
 from scmulan.model._debin import debinning_table
 from scmulan.model._fields import registry_key
 from scmulan.model._resize import extend_network
-from scmulan.sentence import CellSource, TaskSpec
-from scmulan.sentence._tasks import ANNOTATION_FIELDS, TASKS
+from scmulan.sentence import ANNOTATION_FIELDS, TASKS, CellSource, TaskSpec
 
 if TYPE_CHECKING:
     from lightning.pytorch.strategies import Strategy

@@ -17,7 +17,7 @@ from scipy import sparse
 
 from scmulan._anndata import check_not_backed, copy_data, get_modality, is_mudata
 from scmulan._validation import LOG_NORMALIZED_MAX, summarize_matrix
-from scmulan.sentence._normalize import normalize_log1p
+from scmulan.sentence import normalize_log1p
 
 from ._genes import STATUSES, AliasesLike, model_gene_list, normalize_gene_ids, read_aliases, resolve_genes
 

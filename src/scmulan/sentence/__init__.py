@@ -8,10 +8,13 @@ from ._assemble import END_GROUP, GENE_SET_GROUP, PROMPT_GROUP, Segment, Sentenc
 from ._collate import length_batches, pad
 from ._genes import GeneSegments, gene_segments, gene_token_ids, warn_truncated
 from ._levels import expression_levels
+from ._normalize import normalize_log1p
+from ._ragged import offsets_from_lengths
 from ._sources import CellSource, as_sources, encode_metadata, normalize_rows
-from ._tasks import TASK_TOKENS, TASKS, TaskSpec, sample_tasks, training_sentences
+from ._tasks import ANNOTATION_FIELDS, TASK_TOKENS, TASKS, TaskSpec, sample_tasks, training_sentences
 
 __all__ = [
+    "ANNOTATION_FIELDS",
     "END_GROUP",
     "GENE_SET_GROUP",
     "PROMPT_GROUP",
@@ -30,7 +33,9 @@ __all__ = [
     "gene_segments",
     "gene_token_ids",
     "length_batches",
+    "normalize_log1p",
     "normalize_rows",
+    "offsets_from_lengths",
     "pad",
     "prompts",
     "sample_tasks",

@@ -39,7 +39,7 @@ def as_model(model: SCMULAN | str | os.PathLike) -> SCMULAN:
 
 def record(adata: AnnData, key: str, function: str, params: dict[str, Any]) -> None:
     """Store ``params`` in ``adata.uns[key][function]["params"]`` (``None`` values left out: h5ad cannot hold them)."""
-    from scmulan.model._io import plain
+    from scmulan._plain import plain
 
     section = dict(adata.uns.get(key, {}))
     section[function] = {"params": {k: v for k, v in plain(params).items() if v is not None}}

@@ -3,7 +3,8 @@
 Importing this module imports torch and Lightning; ``import scmulan`` does not import it.
 """
 
-from ._fit import fit, history_from_csv, latest_finite_checkpoint, resolve_precision, resolve_strategy
+from ._checkpoints import latest_finite_checkpoint
+from ._fit import fit, history_from_csv, resolve_precision, resolve_strategy
 from ._fsdp import BlockFSDPStrategy, full_state_dict
 from ._objective import ObjectiveOutput, remaining_set_mask, set_objective
 from ._plan import CSentenceTrainingPlan, NonFiniteLossError, clip_grad_norm, parameter_groups, warmup_cosine

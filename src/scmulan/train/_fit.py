@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import pickle
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import FSDPStrategy, Strategy
 from torch.utils.data import DataLoader
 
+from scmulan.train._checkpoints import latest_checkpoint
 from scmulan.train._fsdp import BlockFSDPStrategy, full_state_dict
 from scmulan.train._plan import CSentenceTrainingPlan
 
@@ -36,28 +35,6 @@ class _StepCheckpoint(ModelCheckpoint):
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             return
         super().on_train_batch_end(trainer, *args, **kwargs)
-
-
-_STEP = re.compile(r"step(\d+)\.ckpt$")
-
-
-def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> str | None:
-    """The newest checkpoint (highest optimiser step in its name) in ``checkpoint_dir``, if any."""
-    found = [(int(m.group(1)), str(p)) for p in Path(checkpoint_dir).glob("*.ckpt") if (m := _STEP.search(p.name))]
-    return max(found)[1] if found else None
-
-
-def latest_finite_checkpoint(checkpoint_dir: str | os.PathLike) -> str | None:
-    """The newest checkpoint in ``checkpoint_dir`` whose weights are all finite (read back to make sure), if any."""
-    found = [(int(m.group(1)), p) for p in Path(checkpoint_dir).glob("*.ckpt") if (m := _STEP.search(p.name))]
-    for _, path in sorted(found, reverse=True):
-        try:
-            saved = torch.load(path, map_location="cpu", mmap=True, weights_only=True)["state_dict"]
-        except (OSError, RuntimeError, KeyError, pickle.UnpicklingError):  # unreadable (e.g. cut short): not good
-            continue
-        if all(torch.isfinite(v).all() for v in saved.values() if v.is_floating_point()):
-            return str(path)
-    return None
 
 
 def _check_checkpoint_fits(path: str, plan: CSentenceTrainingPlan) -> None:

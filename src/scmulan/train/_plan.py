@@ -15,7 +15,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from torch import Tensor
 
 from scmulan.nn.model import CSentenceTransformer
-from scmulan.sentence._tasks import TASKS
+from scmulan.sentence import TASKS
 from scmulan.train._objective import set_objective
 
 logger = logging.getLogger(__name__)
@@ -296,7 +296,7 @@ class CSentenceTrainingPlan(pl.LightningModule):
 
     def _stop(self, what: str, stopped: str) -> NoReturn:
         """Raise :class:`NonFiniteLossError` naming the step and the newest checkpoint whose weights are finite."""
-        from scmulan.train._fit import latest_finite_checkpoint
+        from scmulan.train._checkpoints import latest_finite_checkpoint
 
         last = latest_finite_checkpoint(self.checkpoint_dir) if self.checkpoint_dir is not None else None
         where = f" The last good checkpoint is {last}." if last else ""
