@@ -543,6 +543,84 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
         files = fetch_pretrained(name, path=path, cache_dir_=cache_dir, progressbar=progressbar)
         return cls.from_legacy_checkpoint(files["checkpoint"], files["meta_info"], device=device)
 
+    def push_to_hub(self, repo_id: str, **kwargs: Any):
+        """Publish this trained model on the Hugging Face Hub, with a model card (``pip install 'scmulan[hub]'``).
+
+        The repository gets the files of :meth:`save`, scvi-hub's metadata JSON and a ``README.md`` model card
+        naming the tasks, vocabulary, training data and metrics (:func:`scmulan.hub.model_card`).
+
+        Parameters
+        ----------
+        repo_id
+            ``"user/name"`` or ``"organisation/name"``.
+        **kwargs
+            ``token``, ``private``, ``revision``, ``commit_message``, ``save_anndata`` and the card's content
+            (``description``, ``training_data``, ``training_data_url``, ``metrics``, ``license``…): see
+            :func:`scmulan.hub.push_to_hub`.
+
+        Returns
+        -------
+        The upload's :class:`huggingface_hub.CommitInfo` (its ``oid`` is the commit to pin when loading).
+
+        Examples
+        --------
+        >>> model.push_to_hub("me/scmulan-pbmc", training_data="pbmc68k", metrics={"macro F1": 0.91})  # doctest: +SKIP
+        """
+        from scmulan.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
+    @classmethod
+    def from_hub(
+        cls,
+        repo_id: str,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        adata: AnnData | None = None,
+        device: str | torch.device = "cpu",
+        token: str | None = None,
+        local_files_only: bool = False,
+        pull_anndata: bool = False,
+    ) -> SCMULAN:
+        """Load a model published with :meth:`push_to_hub`, downloading it once (the Hugging Face cache).
+
+        Parameters
+        ----------
+        repo_id
+            ``"user/name"``.
+        revision
+            Branch, tag or commit (default: ``main``); pin a commit to get the same model every time.
+        cache_dir
+            The Hub cache (default: ``$HF_HUB_CACHE``, else ``~/.cache/huggingface/hub``).
+        adata
+            Attach this AnnData, as :meth:`load` does.
+        device
+            Where to put the weights (``"auto"`` picks a GPU when there is one).
+        token
+            A Hub token, for private or gated repositories.
+        local_files_only
+            Never use the network (also the case with ``HF_HUB_OFFLINE=1``): load the cached copy.
+        pull_anndata
+            Also download the training data published with the model (attached when ``adata`` is ``None``).
+
+        Examples
+        --------
+        >>> model = scmulan.SCMULAN.from_hub("me/scmulan-pbmc", revision="v1.0")  # doctest: +SKIP
+        """
+        from scmulan.hub import download_from_hub
+
+        folder = download_from_hub(
+            repo_id,
+            revision=revision,
+            cache_dir=cache_dir,
+            token=token,
+            local_files_only=local_files_only,
+            pull_anndata=pull_anndata,
+        )
+        logger.info("loading %s from %s", repo_id, folder)
+        return cls.load(folder, adata=adata, device=device)
+
     @classmethod
     def from_legacy_checkpoint(
         cls, ckpt_path: str | os.PathLike, meta_info_path: str | os.PathLike, *, device: str | torch.device = "cpu"
