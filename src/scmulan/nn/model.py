@@ -89,6 +89,21 @@ class KVCache:
             self.key_mask = self.key_mask.index_select(0, rows)
 
 
+_COMPILED_FLEX = None
+
+
+def _flex_attention(device: torch.device):
+    """FlexAttention, compiled on CUDA (uncompiled it materialises the full score matrix; CPU runs it eagerly)."""
+    global _COMPILED_FLEX  # compiled once per process
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if device.type != "cuda":
+        return flex_attention
+    if _COMPILED_FLEX is None:
+        _COMPILED_FLEX = torch.compile(flex_attention, dynamic=False)
+    return _COMPILED_FLEX
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention through :func:`torch.nn.functional.scaled_dot_product_attention`."""
 
@@ -109,6 +124,10 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nh, T_past + T, hs)
+        if mask is not None and not isinstance(mask, Tensor):  # a FlexAttention BlockMask (packed rows, CUDA)
+            y = _flex_attention(q.device)(q, k, v, block_mask=mask)
+            y = y.transpose(1, 2).contiguous().view(B, T, C)
+            return self.resid_dropout(self.proj(y))
         y = F.scaled_dot_product_attention(
             q,
             k,
@@ -217,6 +236,7 @@ class CSentenceTransformer(nn.Module):
         cache: KVCache | None = None,
         *,
         padding: str = "left",
+        document: Tensor | None = None,
     ) -> Tensor:
         """Final hidden states (after the last LayerNorm).
 
@@ -239,6 +259,11 @@ class CSentenceTransformer(nn.Module):
             there is no positional embedding, so plain causal attention is exact and SDPA can use its fused kernels;
             the padding is only recorded in ``cache`` so that later cached steps ignore it. Only for a first pass
             (empty cache).
+        document
+            ``(B, T)`` integer id of the sentence each position belongs to, for rows that pack several sentences
+            end to end (:func:`~scmulan.sentence.pack_batch`; ``-1`` at padding): attention is causal within a
+            sentence and never crosses sentences (block-diagonal causal). FlexAttention with a block mask on CUDA
+            (no dropout), a dense boolean mask elsewhere. Training only: not with ``attention_mask`` or ``cache``.
 
         Returns
         -------
@@ -250,7 +275,13 @@ class CSentenceTransformer(nn.Module):
             levels = levels.masked_fill(~attention_mask, 0)
         x = self.drop(self.entity_embedding(ids) + self.value_embedding(levels))  # (B, T, C)
         right_padded = padding == "right" and (cache is None or cache.length == 0)
-        mask = self._attention_mask(B, T, None if right_padded else attention_mask, cache, ids.device)
+        if document is not None:
+            if attention_mask is not None or cache is not None:
+                msg = "`document` (packed rows) takes neither `attention_mask` nor `cache`: pass the packed ids alone."
+                raise ValueError(msg)
+            mask = self._document_mask(document, flex=self._use_flex(ids.device))
+        else:
+            mask = self._attention_mask(B, T, None if right_padded else attention_mask, cache, ids.device)
         if cache is not None:
             cache.reserve(T)
         for layer, block in enumerate(self.blocks):
@@ -279,6 +310,30 @@ class CSentenceTransformer(nn.Module):
         # row would give NaN, and 0 * NaN would leak into real rows).
         mask = (keys_valid[:, None, :] & causal[None]) | (k_pos == q_pos)[None]
         return mask[:, None]  # (B, 1, T, T_past + T)
+
+    def _use_flex(self, device: torch.device) -> bool:
+        """FlexAttention for packed rows: on CUDA, without attention dropout (flex_attention has none)."""
+        return device.type == "cuda" and not (self.training and self.config.dropout > 0)
+
+    @staticmethod
+    def _document_mask(document: Tensor, *, flex: bool = False) -> Tensor | object:
+        """Block-diagonal causal mask of packed rows: position ``q`` sees ``k <= q`` of the same document.
+
+        A dense boolean SDPA mask ``(B, 1, T, T)`` (a padding position sees itself, so no row is fully masked), or
+        with ``flex`` a FlexAttention ``BlockMask`` that skips the blocks between documents.
+        """
+        B, T = document.shape
+        if flex:
+            from torch.nn.attention.flex_attention import create_block_mask
+
+            def block_causal(b: Tensor, h: Tensor, q: Tensor, k: Tensor) -> Tensor:
+                return (document[b, q] == document[b, k]) & (k <= q)
+
+            return create_block_mask(block_causal, B, None, T, T, device=document.device)
+        pos = torch.arange(T, device=document.device)
+        causal = pos[None, :] <= pos[:, None]  # (T, T): key <= query
+        same = document[:, :, None] == document[:, None, :]  # (B, T, T)
+        return ((same & causal) | torch.eye(T, dtype=torch.bool, device=document.device))[:, None]
 
     def heads(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
         """Entity logits and values ``(..., vocab_size)`` for hidden states ``(..., n_embd)``."""

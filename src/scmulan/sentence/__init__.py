@@ -9,6 +9,7 @@ from ._collate import length_batches, pad
 from ._genes import GeneSegments, gene_segments, gene_token_ids, warn_truncated
 from ._levels import expression_levels
 from ._normalize import normalize_log1p
+from ._packing import forward_heads, pack_batch, pack_layout, real_token_fraction
 from ._ragged import offsets_from_lengths
 from ._sources import CellSource, as_sources, encode_metadata, normalize_rows
 from ._tasks import ANNOTATION_FIELDS, TASK_TOKENS, TASKS, TaskSpec, sample_tasks, training_sentences
@@ -30,14 +31,18 @@ __all__ = [
     "concat",
     "encode_metadata",
     "expression_levels",
+    "forward_heads",
     "gene_segments",
     "gene_token_ids",
     "length_batches",
     "normalize_log1p",
     "normalize_rows",
     "offsets_from_lengths",
+    "pack_batch",
+    "pack_layout",
     "pad",
     "prompts",
+    "real_token_fraction",
     "sample_tasks",
     "training_sentences",
     "warn_truncated",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 import tempfile
@@ -17,6 +18,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies import FSDPStrategy, Strategy
 from torch.utils.data import DataLoader
 
+from scmulan.sentence import pack_batch
 from scmulan.train._checkpoints import latest_checkpoint
 from scmulan.train._fsdp import BlockFSDPStrategy, full_state_dict
 from scmulan.train._plan import CSentenceTrainingPlan
@@ -112,6 +114,9 @@ def fit(
     num_workers: int = 0,
     enable_progress_bar: bool = True,
     seed: int | None = 0,
+    packing: bool = False,
+    pack_tokens: int | None = None,
+    compile: bool = False,
     **trainer_kwargs: Any,
 ) -> dict[str, pd.DataFrame]:
     """Train ``plan`` on streaming sentence datasets with Lightning.
@@ -155,6 +160,16 @@ def fit(
         Show Lightning's progress bar.
     seed
         Seeds Python, NumPy and torch (``lightning.seed_everything``) before training.
+    packing
+        Run the transformer on the batch's sentences packed end to end into rows of about ``pack_tokens`` tokens
+        (:func:`~scmulan.sentence.pack_batch`), with attention kept within each sentence (FlexAttention on CUDA, a
+        dense mask elsewhere): almost no computed position is padding. The loss is the padded path's (same
+        sentences, same objective); see the performance guide for when it pays.
+    pack_tokens
+        Tokens per packed row (default: four times the batch's longest sentence).
+    compile
+        ``torch.compile`` each transformer block (in place: checkpoints and saved models are unchanged). Pays on
+        GPUs for runs of more than a few hundred steps; the first steps are slow while it compiles.
     **trainer_kwargs
         Other :class:`lightning.pytorch.Trainer` arguments (``callbacks``, ``limit_train_batches``…). ``logger``
         adds loggers to the CSV one that ``history_`` is read from, e.g.
@@ -222,6 +237,11 @@ def fit(
         **trainer_kwargs,
     )
     loader_kwargs = {"batch_size": None, "num_workers": num_workers, "pin_memory": torch.cuda.is_available()}
+    if packing:  # packed in the loader (its workers when there are some), on the CPU
+        loader_kwargs["collate_fn"] = functools.partial(pack_batch, row_tokens=pack_tokens)
+    if compile:
+        for block in plan.net.blocks:
+            block.compile(dynamic=True)
     train_loader = _RandomStateNeutralLoader(train_dataset, **loader_kwargs)
     val_loader = None
     if validation_dataset is not None:

@@ -15,7 +15,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from torch import Tensor
 
 from scmulan.nn.model import CSentenceTransformer
-from scmulan.sentence import TASKS
+from scmulan.sentence import TASKS, forward_heads
 from scmulan.train._objective import set_objective
 
 logger = logging.getLogger(__name__)
@@ -184,8 +184,7 @@ class CSentenceTrainingPlan(pl.LightningModule):
         self.checkpoint_dir = None  # set by `fit`: where a NaN-loss error points the user
 
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
-        hidden = self.net(batch["ids"], batch["levels"])  # right-padded: plain causal attention
-        entity_logits, values = self.net.heads(hidden)
+        entity_logits, values = forward_heads(self.net, batch)  # padded layout; packed rows if the batch has them
         out = set_objective(
             entity_logits,
             values,
