@@ -60,7 +60,7 @@ def test_unlogged_nonint_tpm_like():
     x = np.full((3, 3), 0.5)
     x[0, 0] = LOG_NORMALIZED_MAX + 0.5
     assert detect_data_kind(x) == "unlogged_nonint"
-    x[0, 0] = LOG_NORMALIZED_MAX - 0.5
+    x[0, 0] = LOG_NORMALIZED_MAX - 0.37  # not a whole multiple of 0.5 (14.5 would be: counts / 2)
     assert detect_data_kind(x) == "log_normalized"
 
 

@@ -217,6 +217,8 @@ def test_exclude_unclassified_with_nothing_else_is_refused(toy_cells):
     import scmulan
 
     cells = toy_cells(20, 30)
+    cells.X.data = np.round(np.expm1(cells.X.data))  # the toy cells are log1p(counts), which models refuse
+    scmulan.pp.prepare(cells)
     cells.obs["coarse_cell_type"] = pd.Categorical(["Unclassified"] * cells.n_obs)
     scmulan.SCMULAN.setup_anndata(cells, coarse_cell_type_key="coarse_cell_type", cell_type_key="cell_type")
     model = scmulan.SCMULAN(cells, config="tiny")
