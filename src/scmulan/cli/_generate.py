@@ -79,7 +79,11 @@ def register(commands: Any, *, parents: list[argparse.ArgumentParser]) -> None:
     )
     sampling.add_argument("--temperature", type=float, default=1.0, metavar="T", help="softmax temperature")
     sampling.add_argument(
-        "--gamma", type=float, default=0.1, metavar="G", help="factor on the probability of ending a cell"
+        "--gamma",
+        type=float,
+        default=None,
+        metavar="G",
+        help="factor on the probability of ending a cell (default: 1 for next-entity models, 0.1 for set/original)",
     )
     sampling.add_argument(
         "--top-k", type=positive_int, default=None, metavar="K", help="sample among the K most likely entities"

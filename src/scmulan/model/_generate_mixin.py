@@ -29,7 +29,7 @@ class GenerationMixin:
         *,
         gene_prompts: Mapping[str, int] | None = None,
         temperature: float = 1.0,
-        gamma: float = 0.1,
+        gamma: float | None = None,
         top_k: int | None = None,
         seed: int = 0,
         max_length: int | None = None,
@@ -51,8 +51,10 @@ class GenerationMixin:
             ``{gene: level}`` set in every generated cell (levels 1..10 put the gene in the prompt at that level;
             level 0 forbids the gene), e.g. for in-silico perturbation.
         temperature, gamma, top_k
-            Sampling controls: softmax temperature, the factor on the probability of ending the cell (the original's
-            length control; < 1 gives longer cells; 0.1 in all published runs) and top-k filtering.
+            Sampling controls: softmax temperature, the factor on the probability of ending the cell and top-k
+            filtering. ``gamma=None``: 1 (no correction) for models trained with the next-entity objective, whose
+            stop is calibrated by training; 0.1 for the set objective and the original checkpoint (the original's
+            length control, < 1 gives longer cells; 0.1 in all published runs).
         seed
             Same seed, batch size and device → the same cells.
         max_length
@@ -72,6 +74,8 @@ class GenerationMixin:
         """
         from scipy import sparse
 
+        if gamma is None:
+            gamma = 1.0 if self.module.config.generation_objective == "next" and not legacy else 0.1
         self._require_task("generation", "generate")
         _check_sampling(temperature=temperature, gamma=gamma, top_k=top_k, batch_size=batch_size)
         table = self._conditions_table(conditions, n_cells)

@@ -6,18 +6,28 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+GENERATION_OBJECTIVES = ("next", "set")
+
 # name -> sizes. Parameter counts are for the vocabulary size in brackets (they scale with |V| through the
 # entity embedding and the two heads).
 PRESETS: dict[str, dict[str, Any]] = {
     # tests and CI: ~0.1M parameters + 3 * |V| * 64
-    "tiny": {"n_layer": 2, "n_head": 2, "n_embd": 64},
+    "tiny": {"n_layer": 2, "n_head": 2, "n_embd": 64, "generation_objective": "next"},
     # tutorials, the demo and CPU fine-tuning: ~0.8M + 3 * |V| * 128
-    "small": {"n_layer": 4, "n_head": 4, "n_embd": 128},
+    "small": {"n_layer": 4, "n_head": 4, "n_embd": 128, "generation_objective": "next"},
     # a GPU pretraining size: ~85M + 3 * |V| * 768
-    "base": {"n_layer": 12, "n_head": 12, "n_embd": 768},
+    "base": {"n_layer": 12, "n_head": 12, "n_embd": 768, "generation_objective": "next"},
     # the released scMulan checkpoint: 368,800,320 parameters with |V| = 2222 (read from its `model_args`;
     # the paper text says 20 blocks, the checkpoint has 24)
-    "scmulan-v1": {"n_layer": 24, "n_head": 20, "n_embd": 1120, "vocab_size": 2222, "bias": False, "head_bias": False},
+    "scmulan-v1": {
+        "n_layer": 24,
+        "n_head": 20,
+        "n_embd": 1120,
+        "vocab_size": 2222,
+        "bias": False,
+        "head_bias": False,
+        "generation_objective": "set",
+    },
 }
 
 
@@ -46,6 +56,15 @@ class TransformerConfig:
         none (``False`` in the ``"scmulan-v1"`` preset and for imported checkpoints).
     dropout
         Dropout on embeddings, attention and residual branches during training.
+    generation_objective
+        How the generation task is learnt and sampled. ``"next"`` (scmulan's own presets ``"tiny"``, ``"small"`` and
+        ``"base"``, so every new :class:`~scmulan.SCMULAN`): generation sentences list the genes
+        from the most to the least expressed, the entity head is trained with a softmax over the genes not yet
+        emitted plus ``<E>`` (next-entity likelihood, so the stop is calibrated) and a level head (levels 1..10,
+        cross-entropy, conditioned on the hidden state and the chosen gene) gives each gene's level, sampled at
+        generation time. ``"set"``: the original scMulan's unordered gene set (per-entity sigmoids, value
+        regression); the default here, the ``"scmulan-v1"`` preset, the imported checkpoint and models saved before
+        this field existed use it.
     """
 
     vocab_size: int
@@ -56,6 +75,7 @@ class TransformerConfig:
     bias: bool = False
     head_bias: bool = True
     dropout: float = 0.0
+    generation_objective: str = "set"
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_layer", "n_head", "n_embd", "n_levels"):
@@ -67,6 +87,9 @@ class TransformerConfig:
             raise ValueError(msg)
         if not 0.0 <= self.dropout < 1.0:
             msg = f"`dropout` must be in [0, 1), got {self.dropout}."
+            raise ValueError(msg)
+        if self.generation_objective not in GENERATION_OBJECTIVES:
+            msg = f"`generation_objective` must be one of {GENERATION_OBJECTIVES}, got {self.generation_objective!r}."
             raise ValueError(msg)
 
     @classmethod
@@ -105,7 +128,8 @@ class TransformerConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TransformerConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise."""
+        """Inverse of :meth:`to_dict`; unknown keys raise; without ``generation_objective`` (saved before it existed) ``"set"``."""
+        d = {"generation_objective": "set", **d}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -119,4 +143,16 @@ class TransformerConfig:
         ln = d * (2 if self.bias else 1)
         linear_bias = (3 * d + d + 4 * d + d) if self.bias else 0
         block = 12 * d * d + 2 * ln + linear_bias
-        return self.n_layer * block + v * d + self.n_levels * d + ln + 2 * v * d + (v if self.head_bias else 0)
+        level_head = 0
+        if self.generation_objective == "next":  # Linear(2d, d) + GELU + Linear(d, levels 1..n_levels-1), biased
+            n_out = max(self.n_levels - 1, 1)
+            level_head = 2 * d * d + d + d * n_out + n_out
+        return (
+            self.n_layer * block
+            + v * d
+            + self.n_levels * d
+            + ln
+            + 2 * v * d
+            + (v if self.head_bias else 0)
+            + level_head
+        )

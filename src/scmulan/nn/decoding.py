@@ -233,8 +233,9 @@ def sample_decode(
     At each step, for every unfinished cell: entities already in its sentence are banned, everything outside
     ``candidates`` is banned, logits are divided by ``temperature`` and cut to the ``top_k`` largest, the softmax
     probability of ``<E>`` is multiplied by ``gamma`` (the original's length control; < 1 gives longer cells), and one
-    entity is drawn. Its value is the value head at that entity, rounded and clipped to ``level_range`` (``<E>``
-    gets 0). A cell stops at ``<E>`` or after ``max_new_tokens``; finished cells are dropped from the batch (and the
+    entity is drawn. Its value is drawn from the level head's distribution for that entity (divided by
+    ``temperature`` as well) when the network has one (``generation_objective="next"``), else it is the value head
+    at that entity, rounded; either is clipped to ``level_range`` (``<E>`` gets 0). A cell stops at ``<E>`` or after ``max_new_tokens``; finished cells are dropped from the batch (and the
     cache) once they are at least ``compact_fraction`` of it, so they stop costing compute. A cell with nothing left
     to draw (every candidate already in its sentence, or only ``<E>`` left with ``gamma=0``) draws ``<E>``: it is
     complete.
@@ -293,6 +294,7 @@ def sample_decode(
     active = torch.arange(B, device=device)  # global row of each current row
     alive = torch.ones(B, dtype=torch.bool, device=device)
     lo, hi = level_range
+    sample_levels = getattr(net, "level_head", None) is not None
 
     for step in range(max_new_tokens):
         b = active.shape[0]
@@ -317,7 +319,11 @@ def sample_decode(
         probs = torch.where(drawable[:, None], probs, end_one_hot)
         tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (b,)
         rows = torch.arange(b, device=device)
-        lvl = values[rows, tok].round().clamp(lo, hi).long()
+        if sample_levels:  # the level head's distribution for the chosen gene (level k is column k - 1)
+            level_probs = torch.softmax(net.level_logits(last, tok).float() / temperature, dim=-1)
+            lvl = (torch.multinomial(level_probs, 1, generator=generator).squeeze(1) + 1).clamp(lo, hi)
+        else:
+            lvl = values[rows, tok].round().clamp(lo, hi).long()
         lvl = torch.where(tok == end_id, torch.zeros_like(lvl), lvl)
         write = active[alive]
         out_tokens[write, step] = tok[alive]

@@ -199,6 +199,17 @@ class CSentenceTransformer(nn.Module):
         # The heads are untied from the entity embedding, as in the released checkpoint.
         self.entity_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.head_bias)
         self.value_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # generation_objective="next": a categorical level head (levels 1..n_levels-1) read from the hidden state and
+        # the embedding of the gene just chosen, so that a gene's level is sampled given which gene it is.
+        self.level_head = (
+            nn.Sequential(
+                nn.Linear(2 * config.n_embd, config.n_embd),
+                nn.GELU(approximate="tanh"),
+                nn.Linear(config.n_embd, max(config.n_levels - 1, 1)),
+            )
+            if config.generation_objective == "next"
+            else None
+        )
         self.apply(self._init_weights)
         # GPT-2 style: scale the residual output projections by 1/sqrt(2 * n_layer).
         for name, p in self.named_parameters():
@@ -338,3 +349,13 @@ class CSentenceTransformer(nn.Module):
     def heads(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
         """Entity logits and values ``(..., vocab_size)`` for hidden states ``(..., n_embd)``."""
         return self.entity_head(hidden), self.value_head(hidden)
+
+    def level_logits(self, hidden: Tensor, genes: Tensor) -> Tensor:
+        """Logits of levels ``1..n_levels-1`` ``(..., n_levels - 1)`` of ``genes`` ``(...)`` chosen after ``hidden``.
+
+        Only for ``generation_objective="next"`` (the level head); level ``k`` is column ``k - 1``.
+        """
+        if self.level_head is None:
+            msg = "This network has no level head (generation_objective='set'); its values come from `heads`."
+            raise AttributeError(msg)
+        return self.level_head(torch.cat([hidden, self.entity_embedding(genes).to(hidden.dtype)], dim=-1))

@@ -215,6 +215,27 @@ def gene_segments(
             raise ValueError(msg)
         perm = np.argsort((rows << 32) | rng.integers(0, 2**32, size=len(tok), dtype=np.int64), kind="stable")
     else:
+def descending_within(genes: GeneSegments, rows: np.ndarray) -> GeneSegments:
+    """The segments with the genes of cells ``rows`` (a boolean mask) reordered from the most to the least expressed.
+
+    The sort is stable, so genes of equal expression keep their order (random for shuffled training segments) and
+    cells outside ``rows`` are unchanged. Uses :attr:`GeneSegments.values` when present, else the levels.
+
+    Parameters
+    ----------
+    genes
+        Gene segments of ``n`` cells.
+    rows
+        ``(n,)`` boolean: the cells to reorder.
+    """
+    key = genes.values if genes.values is not None else genes.levels
+    cell = np.repeat(np.arange(len(genes.offsets) - 1), genes.lengths)
+    minus = np.where(np.asarray(rows, dtype=bool)[cell], -np.asarray(key, dtype=np.float64), 0.0)
+    perm = np.lexsort((minus, cell))  # stable: by cell, then by descending value where reordered
+    values = genes.values[perm] if genes.values is not None else None
+    return GeneSegments(genes.ids[perm], genes.levels[perm], genes.offsets, genes.n_truncated, values)
+
+
         msg = f"`order` must be 'legacy', 'ascending' or 'shuffle', got {order!r}."
         raise ValueError(msg)
     offsets = ragged.offsets_from_lengths(np.bincount(rows, minlength=n))

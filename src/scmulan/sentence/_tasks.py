@@ -3,7 +3,7 @@
 =============== ======================================================== =====================================
 task            prompt                                                   continuation (the targets)
 =============== ======================================================== =====================================
-generation      context metadata…, ``<generate>``                        genes (one unordered set)…, ``<E>``
+generation      context metadata…, ``<generate>``                        genes (a set, or by expression)…, ``<E>``
 annotation      genes…, context metadata…, ``<annotate>``                coarse type, fine type, ``<E>``
 metadata        genes…, context metadata…, ``<metadata>``                organ, region, … (ordered), ``<E>``
 =============== ======================================================== =====================================
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._assemble import END_GROUP, GENE_SET_GROUP, PROMPT_GROUP, Segment, Sentences, concat
-from ._genes import GeneSegments
+from ._genes import GeneSegments, descending_within
 
 TASKS = ("generation", "annotation", "metadata")
 TASK_TOKENS = {"generation": "<generate>", "annotation": "<annotate>", "metadata": "<metadata>"}
@@ -45,6 +45,9 @@ class TaskSpec:
         annotation field.
     context_dropout
         Probability of leaving out each context metadata token.
+    generation_order
+        Order of the genes of generation sentences: ``"shuffle"`` (as they come: the set objective's unordered set)
+        or ``"descending"`` (most to least expressed, ties in random order: the next-entity objective).
     """
 
     fields: tuple[str, ...]
@@ -52,12 +55,16 @@ class TaskSpec:
     annotation_fields: tuple[str, ...] = ANNOTATION_FIELDS
     metadata_fields: tuple[str, ...] | None = None
     context_dropout: float = 0.5
+    generation_order: str = "shuffle"
     _ann: np.ndarray = field(init=False, repr=False)
     _meta: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.weights) != len(TASKS) or min(self.weights) < 0 or sum(self.weights) <= 0:
             msg = f"`weights` must be three non-negative numbers for {TASKS} with a positive sum, got {self.weights}."
+            raise ValueError(msg)
+        if self.generation_order not in ("shuffle", "descending"):
+            msg = f"`generation_order` must be 'shuffle' or 'descending', got {self.generation_order!r}."
             raise ValueError(msg)
         if not 0.0 <= self.context_dropout <= 1.0:
             msg = f"`context_dropout` must be in [0, 1], got {self.context_dropout}."
@@ -168,6 +175,8 @@ def training_sentences(
     context = known & ~target & (rng.random(known.shape) >= spec.context_dropout)
 
     genes_k = genes.subset(kept)
+    if spec.generation_order == "descending":
+        genes_k = descending_within(genes_k, is_gen)
     task_token = np.array([task_ids[TASK_TOKENS[t]] for t in TASKS], dtype=np.int64)[task_k]
     sentences = concat(
         [

@@ -22,7 +22,7 @@ def generate(
     n_cells: int = 100,
     gene_prompts: Mapping[str, int] | None = None,
     temperature: float = 1.0,
-    gamma: float = 0.1,
+    gamma: float | None = None,
     top_k: int | None = None,
     seed: int = 0,
     max_length: int | None = None,
@@ -48,7 +48,9 @@ def generate(
     temperature
         Softmax temperature.
     gamma
-        Factor on the probability of ending the cell at each step (< 1: longer cells; the original used 0.1).
+        Factor on the probability of ending the cell at each step (< 1: longer cells). ``None``: 1 for models trained
+        with the next-entity objective (their stop is calibrated), 0.1 for the set objective and the original
+        checkpoint (the original's setting).
     top_k
         Sample among the ``top_k`` most likely entities only.
     seed
