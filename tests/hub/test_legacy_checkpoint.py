@@ -103,8 +103,10 @@ def test_a_file_that_needs_arbitrary_unpickling_is_rejected(tmp_path, monkeypatc
     ckpt["extra"] = module.Untrusted(str(marker))
     path = tmp_path / "evil.pt"
     torch.save(ckpt, path)
-    with pytest.raises(ValueError, match="weights_only"):
+    with pytest.raises(ValueError, match="holds Python objects other than tensors") as info:
         load_legacy_checkpoint(path)
+    assert str(info.value).startswith(str(path))
+    assert "weights_only" not in str(info.value)  # never the advice that would run the code
     assert not marker.exists()  # nothing ran
     # the file really does run code when unpickled without restrictions (the test above is not vacuous)
     torch.load(path, weights_only=False)
@@ -131,8 +133,25 @@ def test_a_file_without_model_and_model_args_is_rejected(tmp_path, content):
 def test_not_a_torch_file(tmp_path):
     path = tmp_path / "junk.pt"
     path.write_bytes(b"definitely not a checkpoint")
-    with pytest.raises(ValueError, match="weights_only"):
+    with pytest.raises(ValueError, match=rf"{path} is not a file written by torch.save") as info:
         load_legacy_checkpoint(path)
+    assert "weights_only" not in str(info.value)
+
+
+def test_a_truncated_or_empty_checkpoint_names_the_file(tmp_path):
+    ckpt, _ = legacy_checkpoint()
+    path = tmp_path / "ckpt_scMulan.pt"
+    torch.save(ckpt, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=rf"{path} is truncated .*Download the checkpoint .* again") as info:
+        load_legacy_checkpoint(path)
+    assert "weights_only" not in str(info.value)
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"{path} is empty"):
+        load_legacy_checkpoint(path)
+    with pytest.raises(FileNotFoundError, match=rf"{tmp_path / 'none.pt'} does not exist"):
+        load_legacy_checkpoint(tmp_path / "none.pt")
 
 
 def _save_modified(tmp_path, edit, model_args=MODEL_ARGS):

@@ -25,11 +25,14 @@ def _organ_and_type(model):
     return {"organ": model.vocab.categories("organ")[0], "cell_type": model.vocab.categories("cell_type")[1]}
 
 
-def test_the_directory_holds_the_documented_files(saved_dir):
-    assert {"model.pt", "model.safetensors", "vocab.json"} <= {p.name for p in saved_dir.iterdir()}
-    meta = torch.load(saved_dir / "model.pt", weights_only=True)  # plain containers only
+def test_the_directory_holds_the_documented_files_and_no_pickle(saved_dir):
+    assert {p.name for p in saved_dir.iterdir()} == {"model.json", "model.safetensors", "vocab.json"}
+    meta = json.loads((saved_dir / "model.json").read_text())
     assert meta["model_name"] == "SCMULAN"
     assert "attr_dict" in meta
+    for path in saved_dir.iterdir():  # no torch.save/pickle file: neither a zip archive nor a pickle stream
+        head = path.read_bytes()[:4]
+        assert not head.startswith((b"PK", b"\x80")), path.name
 
 
 def test_loaded_weights_vocabulary_and_settings_are_the_saved_ones(trained, loaded):
@@ -169,6 +172,12 @@ def test_a_vocabulary_that_does_not_fit_the_weights_is_refused(saved_dir, tmp_pa
     vocab = json.loads((broken / "vocab.json").read_text())
     vocab["tokens"] = vocab["tokens"][:-1]
     (broken / "vocab.json").write_text(json.dumps(vocab))
+    # an edited vocabulary is not the one saved with the model: refused before anything is built
+    with pytest.raises(ValueError, match=r"vocab.json is not the vocabulary saved with .*model.json"):
+        SCMULAN.load(broken)
+    meta = json.loads((broken / "model.json").read_text())
+    meta.pop("vocab_sha256")  # without the record (as in directories of earlier versions), the sizes are checked
+    (broken / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"Vocabulary \(\d+ entities\) and network \(\d+\) do not match"):
         SCMULAN.load(broken)
 

@@ -203,7 +203,8 @@ def load_model(spec: str, meta_info: str | None = None) -> SCMULAN:
             msg = f"vocabulary file {os.fspath(meta)!r} does not exist{hint}."
             raise FileNotFoundError(msg)
         return SCMULAN.from_legacy_checkpoint(path, meta)
-    if path.is_dir() and (path / LEGACY_CHECKPOINT).is_file() and not (path / "model.pt").exists():
+    saved = any((path / name).exists() for name in ("model.json", "model.pt"))  # SCMULAN.save's metadata file
+    if path.is_dir() and (path / LEGACY_CHECKPOINT).is_file() and not saved:
         from scmulan.model import load_pretrained
 
         return load_pretrained(path=path, progressbar=False)

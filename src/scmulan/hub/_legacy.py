@@ -35,6 +35,7 @@ LEGACY_KEY_MAP: dict[str, str] = {
 # `model_args` keys that do not change the network at inference (tolerated and ignored).
 _IGNORED_ARGS = {"block_size", "train_mode", "beta"}
 _PREFIXES = ("_orig_mod.", "module.")  # torch.compile / DistributedDataParallel wrappers
+_REDOWNLOAD = "Download the checkpoint (ckpt_scMulan.pt) again, or pass the path of a complete copy."
 
 
 def _compile_key_map() -> list[tuple[re.Pattern[str], str]]:
@@ -147,19 +148,16 @@ def load_legacy_checkpoint(path: str | os.PathLike) -> tuple[TransformerConfig, 
     -------
     The configuration read from ``model_args`` and the weights under scmulan's names (CPU tensors, fp32 as stored).
     """
-    import torch
+    from scmulan._files import torch_load_plain
 
-    try:
-        ckpt = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # a file that needs arbitrary unpickling, or not a torch file at all
-        msg = (
-            f"Could not read {os.fspath(path)!r} as an scMulan checkpoint with `weights_only=True` "
-            f"({type(e).__name__}: {e}). Only plain tensors and containers are accepted."
-        )
-        raise ValueError(msg) from e
+    # empty, truncated, another format or holding code: a DamagedFileError naming the file (never weights_only=False)
+    ckpt = torch_load_plain(path, what="an original scMulan checkpoint", fix=_REDOWNLOAD)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
-        keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
-        msg = f"{os.fspath(path)!r} is not an original scMulan checkpoint: expected keys 'model' and 'model_args', got {keys}."
+        keys = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
+        msg = (
+            f"{os.fspath(path)} is not an original scMulan checkpoint: expected keys 'model' and 'model_args', got "
+            f"{keys}. {_REDOWNLOAD}"
+        )
         raise ValueError(msg)
     config = config_from_model_args(ckpt["model_args"])
     return config, map_legacy_state_dict(ckpt["model"], config)

@@ -360,8 +360,9 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
     def save(self, dir_path: str | os.PathLike, overwrite: bool = False, save_anndata: bool = False, **kwargs) -> None:
         """Save to a directory; a reloaded model gives identical outputs.
 
-        Files: ``model.pt`` (the scvi-tools layout, plain containers only), ``model.safetensors``, ``vocab.json`` and
-        optionally ``adata.h5ad``.
+        Files: ``model.json`` (the settings scvi-tools keeps in ``model.pt``), ``model.safetensors``, ``vocab.json``
+        and optionally ``adata.h5ad``: no pickle. They are written under temporary names and moved into place at the
+        end, so a save that fails or is interrupted leaves the previous model in ``dir_path`` intact.
 
         Parameters
         ----------
@@ -389,7 +390,7 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
             "history_": {k: v.reset_index().to_dict(orient="list") for k, v in (self.history_ or {}).items()},
         }
         extra = {"debin_table": self.debin_table_} if self.debin_table_ is not None else {}
-        path = _io.write(
+        _io.write(
             dir_path,
             attrs=attrs,
             var_names=self.vocab.genes,
@@ -397,9 +398,10 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
             extra=extra,
             vocab_json=json.dumps(self.vocab.to_dict()),
             overwrite=overwrite,
+            write_adata=(lambda file: self.adata.write_h5ad(file, **kwargs))
+            if save_anndata and self.adata is not None
+            else None,
         )
-        if save_anndata and self.adata is not None:
-            self.adata.write_h5ad(path / _io.ADATA_FILE, **kwargs)
 
     @classmethod
     def load(
@@ -419,9 +421,8 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
         **kwargs
             Unused (scvi-tools compatibility).
         """
-        meta, weights, extra, vocab_json = _io.read(dir_path)
+        meta, weights, extra, vocab = _io.read(dir_path)
         attrs = meta["attr_dict"]
-        vocab = Vocabulary.from_dict(json.loads(vocab_json))
         net = CSentenceTransformer(TransformerConfig.from_dict(attrs["config"]))
         try:
             net.load_state_dict(weights)

@@ -486,12 +486,21 @@ class Vocabulary:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the vocabulary as JSON (UTF-8)."""
-        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
+        from scmulan._files import write_text_atomic
+
+        write_text_atomic(path, json.dumps(self.to_dict(), ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Vocabulary:
-        """Read a vocabulary written by :meth:`save`."""
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        """Read a vocabulary written by :meth:`save` (a damaged file raises a :class:`ValueError` naming it)."""
+        from scmulan._files import DamagedFileError, read_json
+
+        data = read_json(path, what="a scmulan vocabulary")
+        try:
+            return cls.from_dict(data)
+        except ValueError as e:
+            msg = f"{os.fspath(path)} is not a scmulan vocabulary ({e}); pass a file written by `Vocabulary.save`."
+            raise DamagedFileError(msg) from None
 
     # ------------------------------------------------------------------ dunder
     def __eq__(self, other: object) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
@@ -85,22 +84,29 @@ def read_meta_info(source: str | os.PathLike | Mapping[str, Any]) -> Mapping[str
     """
     if isinstance(source, Mapping):
         return source
-    path = Path(source)
-    if not path.is_file():
-        msg = f"meta_info file not found: {path}"
-        raise FileNotFoundError(msg)
+    from scmulan._files import DamagedFileError, check_exists, read_json, torch_load_plain
+
+    what, fix = "the original scMulan vocabulary (meta_info)", "Download meta_info.pt again, or pass a complete copy."
+    path = check_exists(source, what=what, fix=fix)
     if zipfile.is_zipfile(path):
-        data = _read_torch_zip(path)
+        try:
+            data = _read_torch_zip(path)
+        except pickle.UnpicklingError as e:  # refers to code: kept as an UnpicklingError, naming the file
+            msg = f"{path} cannot be read as {what}: {e}."
+            raise pickle.UnpicklingError(msg) from None
+        except (EOFError, zipfile.BadZipFile, ValueError) as e:
+            msg = f"{path} cannot be read as {what}: {e}. {fix}"
+            raise DamagedFileError(msg) from None
     else:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            import torch  # only for the old, non-zip torch serialisation
-
-            data = torch.load(path, weights_only=True)
+            path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:  # binary: the old, non-zip torch serialisation (or a damaged file)
+            data = torch_load_plain(path, what=what, fix=fix)
+        else:  # text: the JSON form
+            data = read_json(path, what=what, fix=fix)
     if not isinstance(data, Mapping):
-        msg = f"{path} does not hold a meta_info mapping (got {type(data).__name__})"
-        raise ValueError(msg)
+        msg = f"{path} does not hold a meta_info mapping (got {type(data).__name__}). {fix}"
+        raise DamagedFileError(msg)
     return data
 
 
