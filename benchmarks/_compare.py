@@ -447,7 +447,7 @@ def environment() -> dict:
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = "unknown", False
     versions = {}
-    for name in ("scmulan", "torch", "scanpy", "scvi-tools", "scikit-learn", "numpy", "anndata"):
+    for name in ("scmulan", "torch", "scanpy", "scvi-tools", "scikit-learn", "numpy", "anndata", "scib-metrics", "jax"):
         try:
             versions[name] = md.version(name)
         except md.PackageNotFoundError:
