@@ -109,12 +109,12 @@ def test_annotate_matches_the_library(capsys, files, model_dir, model, prepared_
 
 def test_embed_mean_pooling_matches_the_library(capsys, files, model_dir, model, prepared_query, tmp_path):
     out = tmp_path / "embedded.h5ad"
-    argv = ["embed", files["query"], "-o", out, "--model", model_dir, "--pooling", "mean", "--key-added", "X_mean"]
+    argv = ["embed", files["query"], "-o", out, "--model", model_dir, "--pooling", "mean", "--key-added", "mean"]
     code, stdout, stderr = run(capsys, *argv, "-q")
     assert code == 0, stderr
     assert "30 x 64" in stdout
     expected = prepared_query.copy()
-    scmulan.tl.embed(expected, model, pooling="mean", key_added="X_mean", progress=False)
+    scmulan.tl.embed(expected, model, pooling="mean", key_added="mean", progress=False)
     np.testing.assert_allclose(ad.read_h5ad(out).obsm["X_mean"], expected.obsm["X_mean"], atol=1e-5)
 
 
@@ -262,8 +262,9 @@ def test_unsafe_vocabulary_file_is_a_data_error(capsys, files, tmp_path):
     argv = ["annotate", files["query"], "-o", tmp_path / "o.h5ad", "--model", tmp_path / "ckpt.pt"]
     code, _, stderr = run(capsys, *argv, "--meta-info", tmp_path / "meta_info.pt")
     assert code == 1
-    assert stderr.startswith("error: meta_info file references torch._utils.")  # one line, no traceback
-    assert stderr.endswith("only plain Python containers are allowed in a vocabulary file\n")
+    assert stderr.startswith(f"error: {tmp_path / 'meta_info.pt'} cannot be read")  # one line naming the file
+    assert "meta_info file references torch._utils." in stderr
+    assert stderr.endswith("only plain Python containers are allowed in a vocabulary file.\n")
     assert stderr.count("\n") == 1
     assert not (tmp_path / "o.h5ad").exists()
 

@@ -20,12 +20,13 @@ def test_embed_writes_the_model_embedding(atlas_model, atlas_query, pooling):
     assert embedding.shape == (atlas_query.n_obs, atlas_model.config.n_embd)
     expected = atlas_model.get_latent_representation(atlas_query, pooling=pooling, progress=False)
     np.testing.assert_allclose(embedding, expected, atol=1e-6)
-    assert atlas_query.uns["scmulan"]["embed"]["params"] == {"pooling": pooling, "legacy": False, "batch_size": 64}
+    assert atlas_query.uns["scmulan"]["params"] == {"pooling": pooling, "legacy": False, "batch_size": 64}
+    assert atlas_query.uns["scmulan"]["embed"]["params"] == atlas_query.uns["scmulan"]["params"]
     assert (atlas_query.X != X).nnz == 0
 
 
 def test_the_two_poolings_differ_and_annotation_pooling_matches_annotate(atlas_model, atlas_query):
-    scmulan.tl.embed(atlas_query, atlas_model, pooling="mean", key_added="X_mean", progress=False)
+    scmulan.tl.embed(atlas_query, atlas_model, pooling="mean", key_added="mean", progress=False)
     scmulan.tl.embed(atlas_query, atlas_model, pooling="annotation", progress=False)
     assert set(atlas_query.uns) >= {"mean", "scmulan"}
     assert not np.allclose(atlas_query.obsm["X_mean"], atlas_query.obsm["X_scmulan"])

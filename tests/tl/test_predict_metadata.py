@@ -38,7 +38,8 @@ def test_two_fields_and_key_added(atlas_model, atlas_query):
 def test_annotation_and_metadata_records_live_side_by_side(atlas_model, atlas_query):
     scmulan.tl.annotate(atlas_query, atlas_model, progress=False)
     scmulan.tl.predict_metadata(atlas_query, atlas_model, "organ", progress=False)
-    assert set(atlas_query.uns["scmulan"]) == {"annotate", "predict_metadata"}
+    assert set(atlas_query.uns["scmulan"]) == {"params", "annotate", "predict_metadata"}
+    assert atlas_query.uns["scmulan"]["params"] == atlas_query.uns["scmulan"]["predict_metadata"]["params"]
 
 
 @pytest.mark.parametrize("field", ["sex", "cell_type", "planet"])

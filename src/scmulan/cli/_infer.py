@@ -127,11 +127,11 @@ def _register_embed(commands: Any, parents: list) -> None:
         parents,
         help="embed cells with the model's hidden states (scmulan.tl.embed)",
         epilog=f"""\
-writes obsm[KEY_ADDED] (cells × model width), e.g. for neighbours and UMAP.
+writes obsm[X_KEY_ADDED] (cells × model width), e.g. for neighbours and UMAP, and uns[KEY_ADDED].
 
 examples:
   {PROG} embed cells.h5ad -o embedded.h5ad --model scmulan-v1
-  {PROG} embed cells.h5ad -o embedded.h5ad --model my_model/ --pooling mean --key-added X_mean
+  {PROG} embed cells.h5ad -o embedded.h5ad --model my_model/ --pooling mean --key-added mean
 """,
     )
     group = parser.add_argument_group("embedding")
@@ -142,7 +142,9 @@ examples:
         help="annotation: hidden state at the first decoded cell type (the original X_scMulan); "
         "mean: mean over gene positions (label-free)",
     )
-    group.add_argument("--key-added", default="X_scmulan", help="obsm key written")
+    group.add_argument(
+        "--key-added", default="scmulan", help="name of the result: obsm['X_<name>'] and uns['<name>'] are written"
+    )
     group.add_argument("--legacy", action="store_true", help="with annotation pooling, decode as the original")
     parser.set_defaults(run=run_embed)
 
@@ -165,8 +167,9 @@ def run_embed(args: argparse.Namespace) -> str:
         )
 
     adata, out = _run_inference(args, compute)
-    n_obs, width = adata.obsm[args.key_added].shape
-    return f"embedded {n_obs} cells -> {out}; obsm['{args.key_added}']: {n_obs} x {width} ({args.pooling} pooling)"
+    key = f"X_{args.key_added.removeprefix('X_')}"  # an obsm key is the deprecated spelling (tl.embed warns)
+    n_obs, width = adata.obsm[key].shape
+    return f"embedded {n_obs} cells -> {out}; obsm['{key}']: {n_obs} x {width} ({args.pooling} pooling)"
 
 
 # ---------------------------------------------------------------------------------------------- predict-metadata

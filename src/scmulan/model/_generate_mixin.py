@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,9 +11,9 @@ import torch
 from anndata import AnnData
 
 from scmulan._device import resolve_device
+from scmulan._warnings import warn
 from scmulan.model import _io
 from scmulan.model._debin import debin, debinning_table
-from scmulan.model._infer_mixin import user_stacklevel
 from scmulan.model._inference import generate_cells
 from scmulan.sentence import GeneSegments
 
@@ -133,12 +132,11 @@ class GenerationMixin:
         obs.index = [f"generated_{i}" for i in range(len(obs))]
         result = AnnData(X=values, obs=obs, var=pd.DataFrame(index=self.vocab.genes), layers={"levels": levels})
         if self.debin_table_ is None:
-            warnings.warn(
+            warn(
                 "This model has no de-binning table (the original checkpoint carries none): the generated `X` holds "
                 "level / 10, not log-normalised values. Call `model.fit_debinning(reference)` with log-normalised "
                 "reference cells first to get values on the data's scale.",
                 UserWarning,
-                stacklevel=user_stacklevel(),
             )
         result.uns["scmulan_generate"] = {
             "params": _io.plain(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -13,18 +11,11 @@ import torch
 from anndata import AnnData
 
 from scmulan._device import resolve_device
+from scmulan._warnings import warn
 from scmulan.model._inference import decode_cells
 from scmulan.sentence import ANNOTATION_FIELDS
 
 UNCLASSIFIED = "Unclassified"
-
-
-def user_stacklevel() -> int:
-    """``stacklevel`` for a warning issued by the caller that points at the first frame outside scmulan."""
-    frame, level = sys._getframe(2), 2  # the caller's caller
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "scmulan":
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _obs_names(adata) -> pd.Index:
@@ -166,10 +157,9 @@ class InferenceMixin:
             embedding = out.embedding
         empty = out.n_genes == 0
         if empty.any():
-            warnings.warn(
+            warn(
                 f"{int(empty.sum())} cells express none of the model's genes; their labels are left missing.",
                 UserWarning,
-                stacklevel=user_stacklevel(),
             )
         coarse, fine = np.where(empty, None, coarse), np.where(empty, None, fine)
         frame = pd.DataFrame(
@@ -342,10 +332,9 @@ class InferenceMixin:
         empty = out.n_genes == 0
         if empty.any():  # no gene position to average over: no embedding (not a vector of zeros)
             pooled[empty] = np.nan
-            warnings.warn(
+            warn(
                 f"{int(empty.sum())} cells express none of the model's genes; their mean-pooled embeddings are NaN "
                 "(drop them before computing neighbours).",
                 UserWarning,
-                stacklevel=user_stacklevel(),
             )
         return pooled

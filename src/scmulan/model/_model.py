@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,10 +18,11 @@ from scvi.model.base import BaseModelClass
 
 from scmulan._device import resolve_device
 from scmulan._validation import check_log_normalized
+from scmulan._warnings import warn
 from scmulan.model import _io
 from scmulan.model._fields import METADATA_KEYS, MetadataObsField, registry_key
 from scmulan.model._generate_mixin import GenerationMixin
-from scmulan.model._infer_mixin import InferenceMixin, user_stacklevel
+from scmulan.model._infer_mixin import InferenceMixin
 from scmulan.model._train_mixin import TrainingMixin
 from scmulan.nn import CSentenceTransformer, TransformerConfig
 from scmulan.sentence import ANNOTATION_FIELDS, TASKS, CellSource
@@ -345,7 +345,7 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
                     "If gene names differ (case, Ensembl IDs, aliases), run `scmulan.pp.prepare(adata, model)` to "
                     "match them to the model's genes."
                 )
-            warnings.warn(msg, UserWarning, stacklevel=user_stacklevel())
+            warn(msg, UserWarning)
         return source
 
     def _prepared_for_this_model(self, adata: AnnData) -> bool:

@@ -372,7 +372,7 @@ class TrainingMixin:
 
 def _counting_long_cells(chunks, col_token: np.ndarray, spec: TaskSpec, model) -> object:
     """Pass the chunks through, then warn with the number of cells whose sentences will be cut to ``max_length``."""
-    import warnings
+    from scmulan._warnings import warn
 
     max_genes = max(1, model.max_length_ - len(spec.fields) - 3)
     n_long = n_cells = 0
@@ -381,11 +381,10 @@ def _counting_long_cells(chunks, col_token: np.ndarray, spec: TaskSpec, model) -
         n_cells += X.shape[0]
         yield X
     if n_long:
-        warnings.warn(
+        warn(
             f"{n_long} of {n_cells} training cells express more than {max_genes} model genes; their sentences keep the "
             f"{max_genes} most highly expressed genes (raise `max_length` when building the model to keep them all).",
             UserWarning,
-            stacklevel=4,
         )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +16,7 @@ from scipy import sparse
 
 from scmulan._anndata import check_not_backed, copy_data, get_modality, is_mudata
 from scmulan._validation import LOG_NORMALIZED_MAX, summarize_matrix
+from scmulan._warnings import warn
 from scmulan.sentence import normalize_log1p
 
 from ._genes import STATUSES, AliasesLike, model_gene_list, normalize_gene_ids, read_aliases, resolve_genes
@@ -133,7 +133,7 @@ def prepare(
         # what anndata does on the first write to a view, done up front so that the matrix read below
         # (and kept as layers['counts']) is the actual object, not a view of the parent
         msg = "Received a view of an AnnData; initializing it as actual before writing results."
-        warnings.warn(msg, ImplicitModificationWarning, stacklevel=2)
+        warn(msg, ImplicitModificationWarning)
         target._init_as_actual(target.copy())
     start = time.perf_counter()
     logger.info("computing scmulan inputs: checking values, normalising and matching genes")
@@ -165,10 +165,10 @@ def prepare(
                 "expression, which may lower the quality of the results. See "
                 "`uns['scmulan_prepare']['missing_genes']`; `gene_symbols=` or `aliases=` may recover more."
             )
-            warnings.warn(msg, UserWarning, stacklevel=2)
+            warn(msg, UserWarning)
     if n_duplicated_model:
         msg = f"`genes` lists {n_duplicated_model} duplicated gene(s); each is matched once."
-        warnings.warn(msg, UserWarning, stacklevel=2)
+        warn(msg, UserWarning)
 
     n_duplicate = report["n_duplicate"]
     if n_duplicate:
@@ -177,13 +177,13 @@ def prepare(
             f"(e.g. {', '.join(resolution.examples('duplicate', _N_SHOWN))}); each gene is used once, the others "
             "are left unresolved in `var['scmulan_gene']`. Sum or drop duplicated genes first to choose yourself."
         )
-        warnings.warn(msg, UserWarning, stacklevel=2)
+        warn(msg, UserWarning)
     if summary.kind == "unlogged_nonint":
         msg = (
             f"`{source}` holds non-integer values up to {summary.max_value:g} (above {LOG_NORMALIZED_MAX:g}), "
             "i.e. unlogged data such as TPM/CPM; treating it like counts: normalize_total(1e4) + log1p."
         )
-        warnings.warn(msg, UserWarning, stacklevel=2)
+        warn(msg, UserWarning)
 
     # --- compute
     normalize = summary.kind in {"counts", "unlogged_nonint"}

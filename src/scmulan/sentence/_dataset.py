@@ -14,12 +14,13 @@ batches it would have seen.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
+
+from scmulan._warnings import warn
 
 from ._assemble import Sentences
 from ._collate import pad
@@ -213,13 +214,12 @@ class TrainingSentenceDataset(IterableDataset):
             other = (chunk_id + step) % len(chunks)
             sentences, task = self._sentences(*chunks[other], rng)
             if len(sentences):
-                warnings.warn(
+                warn(
                     f"No cell of training chunk {chunk_id} (epoch {self.epoch}) qualifies for any requested task "
                     f"(annotation needs {list(self.spec.annotation_fields)}; metadata needs one of the metadata "
                     f"fields); its batches repeat the cells of chunk {other}. Larger chunks (`chunk_size`) make "
                     "this rarer.",
                     UserWarning,
-                    stacklevel=2,
                 )
                 return sentences, task
         msg = (
@@ -275,7 +275,6 @@ class TrainingSentenceDataset(IterableDataset):
                     self.max_genes(len(self.sources[0].obs_keys)),
                     cells=f"training cells read in this pass{reader}",
                     hint="raise `max_length` to keep them all",
-                    stacklevel=2,
                 )
 
 

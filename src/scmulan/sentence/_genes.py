@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 from scipy import sparse
+
+from scmulan._warnings import warn
 
 from . import _ragged as ragged
 from ._levels import expression_levels
@@ -72,8 +73,6 @@ def gene_token_ids(adata: AnnData, vocab: Vocabulary, *, gene_symbols: str | Non
         fallback[~keep] = -1  # the same gene named twice: the first variable gets it
         recovered = np.flatnonzero(fallback >= 0)
         if len(recovered):
-            import sys
-
             ids[recovered] = fallback[recovered]
             source = "var_names" if gene_symbols is None else f"var[{gene_symbols!r}]"
             examples = [str(own.iloc[i]) for i in recovered[:5]]
@@ -82,12 +81,7 @@ def gene_token_ids(adata: AnnData, vocab: Vocabulary, *, gene_symbols: str | Non
                 f"that {source} name (e.g. {examples}): it was prepared for another gene set. They are read from "
                 f"{source}; run `scmulan.pp.prepare(adata, model)` to match the data to this model's genes."
             )
-            # point at the user's code: the first frame outside the scmulan package
-            package = __name__.split(".")[0]
-            frame, level = sys._getframe(1), 2
-            while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == package:
-                frame, level = frame.f_back, level + 1
-            warnings.warn(msg, UserWarning, stacklevel=level)
+            warn(msg, UserWarning)
     return ids
 
 
@@ -249,7 +243,6 @@ def warn_truncated(
     *,
     cells: str = "cells",
     hint: str | None = None,
-    stacklevel: int = 3,
 ) -> None:
     """Warn with the number of cells whose gene segment was cut to ``max_genes``; nothing when there are none.
 
@@ -265,13 +258,10 @@ def warn_truncated(
         What the cells are, in the message (``"N of M <cells> express …"``).
     hint
         What to do about it, appended in parentheses.
-    stacklevel
-        Passed to :func:`warnings.warn` (the default points at the caller's caller).
     """
     if n_truncated:
-        warnings.warn(
+        warn(
             f"{n_truncated} of {n_cells} {cells} express more than {max_genes} model genes; their sentences keep the "
             f"{max_genes} most highly expressed genes{f' ({hint})' if hint else ''}.",
             UserWarning,
-            stacklevel=stacklevel,
         )

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy import sparse
+
+from scmulan._warnings import warn
 
 from ._genes import gene_token_ids
 from ._normalize import normalize_log1p
@@ -72,11 +73,10 @@ def encode_metadata(obs: pd.DataFrame, vocab: Vocabulary, obs_keys: Mapping[str,
         unknown = [c for c, t in zip(categories, lookup[:-1], strict=True) if t < 0]
         if unknown:
             n_cells = int(np.isin(codes.codes, [categories.index(c) for c in unknown]).sum())
-            warnings.warn(
+            warn(
                 f"{n_cells} cells have {field!r} values the model does not know ({unknown[:5]}"
                 f"{'…' if len(unknown) > 5 else ''}); they are treated as unknown.",
                 UserWarning,
-                stacklevel=3,
             )
     return out
 

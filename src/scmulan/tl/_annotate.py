@@ -46,7 +46,10 @@ def annotate(
         An :class:`~scmulan.SCMULAN`, a saved model directory, or a pretrained name (``"scmulan-v1"``; loaded once
         per process and reused by later calls).
     key_added
-        Prefix of the keys written.
+        Name of the result, as in every ``scmulan.tl`` function (Scanpy's meaning): the columns
+        ``obs[f"{key_added}_coarse"]``, ``obs[f"{key_added}_fine"]``, ``obs[f"{key_added}_confidence"]``, the
+        embedding ``obsm[f"X_{key_added}"]`` (basis ``key_added`` for ``sc.pl.embedding``) and the parameters
+        ``uns[key_added]["params"]``.
     constrained
         Step 1 may only emit coarse types and step 2 only fine types. Without the constraint, an output that is not a
         category of its field (e.g. a gene) is labelled ``Unclassified``.
@@ -83,8 +86,9 @@ def annotate(
         Probability of the decoded coarse-then-fine path.
     ``adata.obsm['X_{key_added}']`` : array
         Final hidden state at the first decoded cell type (the cell embedding).
-    ``adata.uns['{key_added}']['annotate']['params']``
-        The parameters.
+    ``adata.uns['{key_added}']['params']``
+        The parameters, as ``sc.tl.umap`` records them (also kept in ``uns['{key_added}']['annotate']['params']``,
+        so they survive a later ``scmulan.tl`` call under the same ``key_added``).
     """
     params = {
         "constrained": constrained,
@@ -114,5 +118,5 @@ def annotate(
         ad.obs[key] = labels[column].to_numpy() if column == "confidence" else labels[column].values
     ad.obsm[f"X_{key_added}"] = embedding
     record(ad, key_added, "annotate", params)
-    finish(started, [f"obs['{k}']" for k in keys.values()] + [f"obsm['X_{key_added}']"])
+    finish(started, [f"obs['{k}']" for k in keys.values()] + [f"obsm['X_{key_added}']", f"uns['{key_added}']"])
     return data if copy else None

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Literal
 
 from anndata import AnnData
 
+from scmulan._warnings import warn
 from scmulan.tl._utils import as_model, finish, record, start, target
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ def embed(
     model: SCMULAN | str | os.PathLike,
     *,
     pooling: Literal["annotation", "mean"] = "annotation",
-    key_added: str = "X_scmulan",
+    key_added: str = "scmulan",
     legacy: bool = False,
     batch_size: int = 64,
     device: str = "auto",
@@ -43,7 +44,10 @@ def embed(
         the cell's gene positions (label-free; NaN, with a warning, for cells that express none of the model's
         genes).
     key_added
-        ``obsm`` key written.
+        Name of the result, as in every ``scmulan.tl`` function: the embedding goes to ``obsm[f"X_{key_added}"]``
+        (the basis name of ``sc.pl.embedding``) and the parameters to ``uns[key_added]["params"]``. The default
+        matches the embedding :func:`scmulan.tl.annotate` writes. Deprecated: an ``obsm`` key starting with ``X_``
+        (the old meaning) still writes there, with a :class:`FutureWarning`.
     legacy
         With ``pooling="annotation"``, decode exactly as the original scMulan.
     batch_size, device, mod, progress, copy
@@ -51,15 +55,34 @@ def embed(
 
     Returns
     -------
-    ``None``, or the copy if ``copy=True``. Sets ``adata.obsm[key_added]`` (float32, cells × model width) and
-    ``adata.uns[key_added without 'X_']['embed']['params']``.
+    ``None``, or the copy if ``copy=True``. Sets:
+
+    ``adata.obsm[f"X_{key_added}"]`` : array
+        float32, cells × model width.
+    ``adata.uns[key_added]["params"]``
+        The parameters (also kept in ``uns[key_added]["embed"]["params"]``).
     """
+    key_added = _basis(key_added)
     data, ad = target(adata, mod=mod, copy=copy)
     model = as_model(model)
     started = start(f"computing scmulan embedding ({pooling} pooling)")
-    ad.obsm[key_added] = model.get_latent_representation(
+    ad.obsm[f"X_{key_added}"] = model.get_latent_representation(
         ad, pooling=pooling, legacy=legacy, batch_size=batch_size, device=device, progress=progress
     )
-    record(ad, key_added.removeprefix("X_"), "embed", {"pooling": pooling, "legacy": legacy, "batch_size": batch_size})
-    finish(started, [f"obsm['{key_added}']"])
+    record(ad, key_added, "embed", {"pooling": pooling, "legacy": legacy, "batch_size": batch_size})
+    finish(started, [f"obsm['X_{key_added}']", f"uns['{key_added}']"])
     return data if copy else None
+
+
+def _basis(key_added: str) -> str:
+    """The name of the result; an ``obsm`` key (``X_…``, its meaning in 0.1) is deprecated and mapped to it."""
+    if not key_added.startswith("X_"):
+        return key_added
+    name = key_added.removeprefix("X_")
+    warn(
+        f"`key_added` of `scmulan.tl.embed` is now the name of the result, as in the other `scmulan.tl` functions: "
+        f"pass key_added={name!r} (writes obsm['X_{name}'] and uns['{name}']). Passing the obsm key {key_added!r} is "
+        "deprecated and will write obsm['X_X_…'] in a future release.",
+        FutureWarning,
+    )
+    return name

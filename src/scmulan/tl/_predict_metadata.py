@@ -43,7 +43,8 @@ def predict_metadata(
     fields
         Fields to predict; the model lists what it can predict in ``model.metadata_fields_``.
     key_added
-        Prefix of the keys written.
+        Name of the result, as in every ``scmulan.tl`` function: the columns ``obs[f"{key_added}_{field}"]`` and
+        ``obs[f"{key_added}_{field}_confidence"]`` and the parameters ``uns[key_added]["params"]``.
     use_metadata
         Give the model the other metadata columns the query has.
     batch_size, device, mod, progress, copy
@@ -52,8 +53,8 @@ def predict_metadata(
     Returns
     -------
     ``None``, or the copy if ``copy=True``. Sets, for every field, ``adata.obs['{key_added}_{field}']``
-    (categorical) and ``adata.obs['{key_added}_{field}_confidence']`` (float), and
-    ``adata.uns['{key_added}']['predict_metadata']['params']``.
+    (categorical) and ``adata.obs['{key_added}_{field}_confidence']`` (float), and ``adata.uns['{key_added}']['params']``
+    (also kept in ``uns['{key_added}']['predict_metadata']['params']``).
     """
     fields = [fields] if isinstance(fields, str) else list(fields)
     data, ad = target(adata, mod=mod, copy=copy)

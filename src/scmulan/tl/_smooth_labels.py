@@ -50,7 +50,9 @@ def smooth_labels(
     unassigned
         Label of cells below the threshold.
     key_added
-        Output column (default ``f"{key}_smoothed"``).
+        Name of the result, as in every ``scmulan.tl`` function: the column ``obs[key_added]`` (default
+        ``f"{key}_smoothed"``), its vote share ``obs[f"{key_added}_score"]`` and the parameters
+        ``uns[key_added]["params"]``.
     mod, copy
         As in :func:`scmulan.tl.annotate`.
 
@@ -58,7 +60,8 @@ def smooth_labels(
     -------
     ``None``, or the copy if ``copy=True``. Sets ``adata.obs[key_added]`` (categorical),
     ``adata.obs[f"{key_added}_score"]`` (vote share; NaN for cells whose ``use_rep`` row is not finite, which get
-    ``unassigned`` and do not vote) and ``adata.uns[key_added]['smooth_labels']['params']``.
+    ``unassigned`` and do not vote) and ``adata.uns[key_added]['params']`` (also kept in
+    ``uns[key_added]['smooth_labels']['params']``).
     """
     data, ad = target(adata, mod=mod, copy=copy)
     if key not in ad.obs:

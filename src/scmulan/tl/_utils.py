@@ -38,11 +38,18 @@ def as_model(model: SCMULAN | str | os.PathLike) -> SCMULAN:
 
 
 def record(adata: AnnData, key: str, function: str, params: dict[str, Any]) -> None:
-    """Store ``params`` in ``adata.uns[key][function]["params"]`` (``None`` values left out: h5ad cannot hold them)."""
+    """Store ``params`` in ``adata.uns[key]["params"]`` (as ``sc.tl.umap``) and ``adata.uns[key][function]["params"]``.
+
+    ``uns[key]["params"]`` holds the latest call that wrote under ``key``; the per-function copy keeps, e.g., the
+    annotation's parameters after a later ``predict_metadata`` under the same key. ``None`` values are left out (h5ad
+    cannot hold them).
+    """
     from scmulan._plain import plain
 
+    kept = {k: v for k, v in plain(params).items() if v is not None}
     section = dict(adata.uns.get(key, {}))
-    section[function] = {"params": {k: v for k, v in plain(params).items() if v is not None}}
+    section["params"] = kept
+    section[function] = {"params": dict(kept)}
     adata.uns[key] = section
 
 
