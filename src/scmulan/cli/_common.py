@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -37,9 +38,16 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
 
 # ---------------------------------------------------------------------------------------------- options
 def add_input_options(
-    parser: argparse.ArgumentParser, *, what: str = "cells", output: str = "file to write (.h5ad or .h5mu)"
+    parser: argparse.ArgumentParser,
+    *,
+    what: str = "cells",
+    output: str = "file to write (.h5ad or .h5mu)",
+    match_genes: bool = True,
 ) -> None:
-    """Positional input file, ``-o``, ``--overwrite``, ``--mod``, and the preparation options."""
+    """Positional input file, ``-o``, ``--overwrite``, ``--mod``, and the preparation options.
+
+    ``match_genes``: the command matches the data's genes to a model's (``--min-overlap`` applies).
+    """
     parser.add_argument("input", metavar="IN", help=f"{what}: .h5ad (AnnData) or .h5mu (MuData, see --mod)")
     parser.add_argument("-o", "--output", metavar="OUT", required=True, help=output)
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -56,6 +64,21 @@ def add_input_options(
     group.add_argument(
         "--gene-symbols", default=None, metavar="COLUMN", help="var column with gene symbols (default: var_names)"
     )
+    group.add_argument(
+        "--aliases",
+        default=None,
+        metavar="FILE",
+        help="alias table: CSV, or TSV (.tsv/.txt, optionally .gz), with a header and two columns, "
+        "alias and symbol, mapping aliases or previous symbols to symbols",
+    )
+    if match_genes:
+        group.add_argument(
+            "--min-overlap",
+            type=fraction,
+            default=0.05,
+            metavar="FRACTION",
+            help="smallest fraction of the model's genes the data must have",
+        )
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +115,18 @@ def positive_int(text: str) -> int:
         value = 0
     if value < 1:
         msg = f"expected a positive integer, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def fraction(text: str) -> float:
+    """A ``float`` between 0 and 1 (argparse ``type``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        msg = f"expected a fraction between 0 and 1, got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return value
 
@@ -134,13 +169,46 @@ def check_output(path: str | os.PathLike, *, overwrite: bool, directory: bool = 
 def read_data(path: Path) -> AnnData | MuData:
     """Read an ``.h5ad`` (AnnData) or ``.h5mu`` (MuData) file into memory."""
     logger.info("reading %s", path)
-    if path.suffix.lower() == ".h5mu":
-        import mudata
+    check_readable_hdf5(path)
+    try:
+        if path.suffix.lower() == ".h5mu":
+            import mudata
 
-        return mudata.read_h5mu(path)
-    import anndata
+            return mudata.read_h5mu(path)
+        import anndata
 
-    return anndata.read_h5ad(path)
+        return anndata.read_h5ad(path)
+    except (OSError, KeyError, TypeError) as e:  # an HDF5 file that is not an AnnData/MuData written by them
+        msg = f"{os.fspath(path)} cannot be read as {_FORMATS[path.suffix.lower()]} ({type(e).__name__}: {e})."
+        raise ValueError(msg) from e
+
+
+_FORMATS = {".h5ad": "an AnnData file (.h5ad)", ".h5mu": "a MuData file (.h5mu)"}
+
+
+def check_readable_hdf5(path: Path) -> None:
+    """Refuse a file that is not a complete HDF5 file (truncated, empty, another format), naming it."""
+    import h5py
+
+    from scmulan._files import human_size
+
+    try:
+        with h5py.File(path, "r"):
+            pass
+    except OSError as e:
+        size = path.stat().st_size
+        reason = str(e)
+        if size == 0:
+            problem = "is empty"
+        elif "truncated file" in reason:
+            sizes = re.search(r"eof = (\d+).*stored_eof = (\d+)", reason)
+            of = f"{human_size(int(sizes[1]))} of {human_size(int(sizes[2]))}; " if sizes else ""
+            problem = f"is truncated ({of}a copy or download was cut short)"
+        else:
+            problem = "is not an HDF5 file"
+        what = _FORMATS.get(path.suffix.lower(), "an HDF5 file")
+        msg = f"{os.fspath(path)} {problem}, so it cannot be read as {what}. Replace it with a complete copy."
+        raise ValueError(msg) from None
 
 
 def write_data(data: AnnData | MuData, path: Path, *, mod: str = "rna") -> None:
@@ -228,14 +296,26 @@ def prepare_if_needed(
     from scmulan._anndata import get_modality
 
     prepare = args.prepare
-    if prepare is None:  # --layer / --gene-symbols only act through the preparation step: they ask for it
-        asked = args.layer is not None or args.gene_symbols is not None
+    if prepare is None:  # --layer / --gene-symbols / --aliases only act through the preparation step: they ask for it
+        asked = args.layer is not None or args.gene_symbols is not None or args.aliases is not None
         prepare = asked or "scmulan_prepare" not in get_modality(data, args.mod).uns
     elif not prepare and args.layer is not None and not layer_without_prepare:
         msg = "--layer is used by the preparation step; it cannot be combined with --no-prepare."
         raise ValueError(msg)
     if prepare:
-        pp.prepare(data, genes, layer=args.layer, gene_symbols=args.gene_symbols, mod=args.mod)
+        from ._hints import scanpy_log_in_options
+
+        overlap = {"min_overlap": args.min_overlap} if hasattr(args, "min_overlap") else {}
+        with scanpy_log_in_options(getattr(args, "options", {})):  # the gene report's hints as options
+            pp.prepare(
+                data,
+                genes,
+                layer=args.layer,
+                gene_symbols=args.gene_symbols,
+                aliases=args.aliases,
+                mod=args.mod,
+                **overlap,
+            )
     return prepare
 
 

@@ -3,7 +3,9 @@
 Exit codes: 0 success; 2 usage errors (argparse); 1 data or model errors (``ValueError``, ``KeyError``,
 ``OSError``, ``FloatingPointError`` (a non-finite training loss) and ``pickle.UnpicklingError`` (a vocabulary
 file that is not plain containers) raised by the library or by the command's own checks), printed as
-``error: <message>`` on stderr, with the traceback only at ``-vv``; 130 when interrupted.
+``error: <message>`` on stderr, with the traceback only at ``-vv``; 130 when interrupted. The library's messages
+name its parameters as Python keywords; errors and warnings are printed with those of the running command rewritten
+as its options (`` `gene_symbols=` `` → ``--gene-symbols``, see :mod:`scmulan.cli._hints`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 from . import _generate, _infer, _train
 from ._common import PROG, Formatter
+from ._hints import option_table, render_hints
 
 _EPILOG = f"""\
 examples:
@@ -67,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = _verbosity_options(suppress=True)
     for module in (_infer, _generate, _train):
         module.register(commands, parents=[common])
+    for sub in commands.choices.values():  # the library's hints are printed as these options (see _hints)
+        sub.set_defaults(options=option_table(sub))
     return parser
 
 
@@ -88,16 +93,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version and usage errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     restore = _configure_logging(args.verbose)
+    options = getattr(args, "options", {})
     try:
         with warnings.catch_warnings():
             if args.verbose < 2:
-                _compact_warnings(quiet_third_party=args.verbose == 0)
+                _compact_warnings(quiet_third_party=args.verbose == 0, options=options)
             summary = args.run(args)
     except (ValueError, KeyError, OSError, FloatingPointError, pickle.UnpicklingError) as exc:
         if args.verbose >= 2:
             traceback.print_exc(file=sys.stderr)
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {render_hints(str(message), options)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -126,11 +132,14 @@ def _configure_logging(verbose: int) -> Callable[[], None]:
     return restore
 
 
-def _compact_warnings(*, quiet_third_party: bool) -> None:
-    """Show warnings as one ``warning: …`` line (inside ``warnings.catch_warnings``, which restores the default)."""
+def _compact_warnings(*, quiet_third_party: bool, options: dict[str, argparse.Action]) -> None:
+    """Show warnings as one ``warning: …`` line (inside ``warnings.catch_warnings``, which restores the default).
+
+    The library's hints are rewritten as the command's options (:func:`~scmulan.cli._hints.render_hints`).
+    """
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
-        print(f"warning: {message}", file=sys.stderr if file is None else file)
+        print(f"warning: {render_hints(str(message), options)}", file=sys.stderr if file is None else file)
 
     warnings.showwarning = show
     if quiet_third_party:

@@ -13,6 +13,7 @@ from ._common import (
     add_input_options,
     check_input,
     check_output,
+    check_readable_hdf5,
     lightning_logs,
     positive_int,
     prepare_if_needed,
@@ -47,7 +48,10 @@ def register(commands: Any, *, parents: list[argparse.ArgumentParser]) -> None:
         "train", help=description, description=description, epilog=_EPILOG, formatter_class=Formatter, parents=parents
     )
     add_input_options(
-        parser, what="training cells (counts or log-normalised)", output="model directory to write (SCMULAN.save)"
+        parser,
+        what="training cells (counts or log-normalised)",
+        output="model directory to write (SCMULAN.save)",
+        match_genes=False,
     )
     keys = parser.add_argument_group("metadata columns (obs keys)")
     for field in METADATA_FIELDS:
@@ -129,7 +133,7 @@ def run_train(args: argparse.Namespace) -> str:
     source = check_input(args.input)
     out = check_output(args.output, overwrite=args.overwrite, directory=True)
     for shard in args.corpus or []:
-        check_input(shard, suffixes=(".h5ad",))
+        check_readable_hdf5(check_input(shard, suffixes=(".h5ad",)))
     if args.checkpoint_every is not None and args.checkpoint_dir is None:
         msg = "--checkpoint-every needs --checkpoint-dir."
         raise ValueError(msg)
