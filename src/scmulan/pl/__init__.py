@@ -4,6 +4,7 @@ from ._confidence import confidence
 from ._confusion import confusion
 from ._confusion_matrix import confusion_matrix
 from ._generated_vs_real import generated_vs_real
+from ._perturbation import perturbation
 from ._umap import umap
 
-__all__ = ["confidence", "confusion", "confusion_matrix", "generated_vs_real", "umap"]
+__all__ = ["confidence", "confusion", "confusion_matrix", "generated_vs_real", "perturbation", "umap"]
