@@ -161,7 +161,10 @@ def legacy_checkpoint(preset: str, seed: int) -> dict:
     ]
     state = {}
     for key, tensor in net.state_dict().items():
-        pattern, replacement = next((p, r) for p, r in inverse if p.match(key))
+        found = next(((p, r) for p, r in inverse if p.match(key)), None)
+        if found is None:  # a part the original format does not have (the level head of the next-entity objective)
+            continue
+        pattern, replacement = found
         state[pattern.sub(replacement, key)] = tensor
     model_args = {
         "block_size": 1550,

@@ -12,7 +12,12 @@ fewer metadata categories, and the remaining rows are entities no sentence uses,
 A synthetic cell expresses a quarter to a third of the genes, so scmulan-v1 sentences are 500-700 tokens long,
 like those of the original's training cells (a few hundred expressed genes of its 2,000, at most 1,550 tokens).
 
+Every run times the padded and the packed path (``--packing both``, the default) on the same batches in the same
+process, alternating, and reports the fraction of computed positions that are real tokens for each. ``--data
+pbmc`` trains on ``scmulan.datasets.pbmc68k()`` (765 genes, ~200-token sentences) instead of the synthetic atlas.
+
     python benchmarks/training_throughput.py                                  # tiny and small on this CPU
+    python benchmarks/training_throughput.py --data pbmc --preset tiny --steps 10 --threads 1
     python benchmarks/training_throughput.py --preset scmulan-v1 --device cuda --precision bf16 --batch-size 16
 """
 
@@ -57,27 +62,41 @@ RELEASED = {"scmulan-v1": {"genes": 2000, "vocab_size": 2222}}
 
 
 def run(
-    preset: str, steps: int, batch_size: int, device: str, precision: str, n_cells: int, n_genes: int | None
-) -> dict:
+    preset: str,
+    steps: int,
+    batch_size: int,
+    device: str,
+    precision: str,
+    n_cells: int,
+    n_genes: int | None,
+    data_name: str = "atlas",
+    packing: str = "both",
+) -> list[dict]:
     import torch
 
     import scmulan
     from scmulan.nn import CSentenceTransformer, TransformerConfig
-    from scmulan.sentence import CellSource, TrainingSentenceDataset
+    from scmulan.sentence import CellSource, TrainingSentenceDataset, forward_heads, pack_batch
     from scmulan.train import clip_grad_norm, parameter_groups, set_objective
 
     dev = torch.device(device)
     released = RELEASED.get(preset, {})
     n_genes = n_genes or released.get("genes", 500)
-    data = scmulan.datasets.synthetic_atlas(n_cells=n_cells, n_genes=n_genes, seed=0)
+    if data_name == "pbmc":
+        data = scmulan.datasets.pbmc68k()
+        n_genes = data.n_vars
+        fields = ["coarse_cell_type", "cell_type"]
+    else:
+        data = scmulan.datasets.synthetic_atlas(n_cells=n_cells, n_genes=n_genes, seed=0)
+        fields = ["organ", "region", "coarse_cell_type", "cell_type", "sex", "age", "technology", "disease"]
     scmulan.pp.prepare(data)
-    fields = ["organ", "region", "coarse_cell_type", "cell_type", "sex", "age", "technology", "disease"]
     scmulan.SCMULAN.setup_anndata(data, **{f"{f}_key": f for f in fields})
     model = scmulan.SCMULAN(data, config="tiny")  # vocabulary and sentences; the network is built below
     vocab_size = max(len(model.vocab), released.get("vocab_size", 0))
     torch.manual_seed(0)
     net = CSentenceTransformer(TransformerConfig.from_preset(preset, vocab_size=vocab_size)).to(dev).train()
-    spec = model._task_spec(scmulan.sentence.TASKS, None, None, 0.5)
+    tasks = scmulan.sentence.TASKS if data_name == "atlas" else ("generation", "annotation")  # PBMC: no metadata
+    spec = model._task_spec(tasks, None, None, 0.5)
     task_ids = {t: model.vocab.task_id(t) for t in ("<generate>", "<annotate>", "<metadata>")}
     source = CellSource(data, model.vocab, obs_keys=model.obs_keys_)
     dataset = TrainingSentenceDataset(
@@ -97,8 +116,7 @@ def run(
     def step(b):
         b = {k: v.to(dev, non_blocking=True) for k, v in b.items()}
         with autocast:
-            hidden = net(b["ids"], b["levels"])
-            logits, values = net.heads(hidden)
+            logits, values = forward_heads(net, b)  # the plan's forward: packed rows when the batch has them
             out = set_objective(logits, values, b["ids"], b["levels"], b["groups"])
         out.loss.backward()
         norm = clip_grad_norm(net.parameters(), 1.0)  # the plan's clipping, and its check (one device sync)
@@ -108,39 +126,53 @@ def run(
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for b in batches[:3]:  # warm-up
-        step(b)
+    paths = {"padded": batches, "packed": [pack_batch(b) for b in batches]}
+    names = ["padded", "packed"] if packing == "both" else [packing]
+    for name in names:
+        for b in paths[name][:3]:  # warm-up
+            step(b)
+    elapsed = dict.fromkeys(names, 0.0)
+    for i in range(3, 3 + steps):  # alternate the paths batch by batch: both see the same machine state
+        for name in names:
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            step(paths[name][i])
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            elapsed[name] += time.perf_counter() - t
     timed = batches[3 : 3 + steps]
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for b in timed:
-        step(b)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - t
     real = int(sum(int(b["lengths"].sum()) for b in timed))
-    padded = int(sum(b["ids"].numel() for b in timed))
     mean_len = float(np.mean([float(b["lengths"].float().mean()) for b in timed]))
     peak = matmul_peak(dev, torch.bfloat16 if precision == "bf16" else torch.float32)
-    achieved = flops_per_token(net.config, mean_len) * real / elapsed
-    return {
-        "preset": preset,
-        "parameters": net.num_parameters(),
-        "genes": n_genes,
-        "vocab_size": vocab_size,
-        "device": str(dev),
-        "precision": precision,
-        "batch_size": batch_size,
-        "steps": steps,
-        "tokens_per_s": real / elapsed,
-        "padded_tokens_per_s": padded / elapsed,
-        "padding_fraction": 1 - real / padded,
-        "mean_sentence_length": mean_len,
-        "seconds_per_step": elapsed / steps,
-        "measured_peak_tflops": peak / 1e12,
-        "mfu": achieved / peak,
-    }
+    rows = []
+    for name in names:
+        computed = int(sum(b["packed_ids" if name == "packed" else "ids"].numel() for b in paths[name][3 : 3 + steps]))
+        achieved = flops_per_token(net.config, mean_len) * real / elapsed[name]
+        rows.append(
+            {
+                "preset": preset,
+                "data": data_name,
+                "path": name,
+                "parameters": net.num_parameters(),
+                "genes": n_genes,
+                "vocab_size": vocab_size,
+                "device": str(dev),
+                "precision": precision,
+                "batch_size": batch_size,
+                "steps": steps,
+                "tokens_per_s": real / elapsed[name],
+                "computed_tokens_per_s": computed / elapsed[name],
+                "real_token_fraction": real / computed,
+                "mean_sentence_length": mean_len,
+                "seconds_per_step": elapsed[name] / steps,
+                "measured_peak_tflops": peak / 1e12,
+                "mfu": achieved / peak,
+            }
+        )
+    if len(rows) == 2:
+        rows[1]["speedup_vs_padded"] = rows[1]["tokens_per_s"] / rows[0]["tokens_per_s"]
+    return rows
 
 
 def main() -> None:
@@ -154,6 +186,8 @@ def main() -> None:
     parser.add_argument(
         "--genes", type=int, default=None, help="genes of the synthetic atlas (default: 2000 for scmulan-v1, else 500)"
     )
+    parser.add_argument("--data", choices=["atlas", "pbmc"], default="atlas")
+    parser.add_argument("--packing", choices=["both", "padded", "packed"], default="both")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", default="benchmarks/results/training_throughput.json")
     args = parser.parse_args()
@@ -164,17 +198,21 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     rows = [
-        run(p, args.steps, args.batch_size, args.device, args.precision, args.cells, args.genes) for p in args.preset
+        r
+        for p in args.preset
+        for r in run(
+            p, args.steps, args.batch_size, args.device, args.precision, args.cells, args.genes, args.data, args.packing
+        )
     ]
     print(
-        f"{'preset':11s} {'params':>11s} {'|V|':>5s} {'tokens/s':>10s} {'s/step':>7s} {'pad':>5s} {'len':>5s} "
-        f"{'peak TF/s':>9s} {'MFU':>6s}"
+        f"{'preset':11s} {'data':5s} {'path':6s} {'params':>11s} {'|V|':>5s} {'tokens/s':>10s} {'s/step':>7s} "
+        f"{'real':>5s} {'len':>5s} {'peak TF/s':>9s} {'MFU':>6s}"
     )
     for r in rows:
         print(
-            f"{r['preset']:11s} {r['parameters']:11,d} {r['vocab_size']:5d} {r['tokens_per_s']:10.0f} "
-            f"{r['seconds_per_step']:7.3f} {r['padding_fraction']:5.2f} {r['mean_sentence_length']:5.0f} "
-            f"{r['measured_peak_tflops']:9.3f} {r['mfu']:6.1%}"
+            f"{r['preset']:11s} {r['data']:5s} {r['path']:6s} {r['parameters']:11,d} {r['vocab_size']:5d} "
+            f"{r['tokens_per_s']:10.0f} {r['seconds_per_step']:7.3f} {r['real_token_fraction']:5.3f} "
+            f"{r['mean_sentence_length']:5.0f} {r['measured_peak_tflops']:9.3f} {r['mfu']:6.1%}"
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
