@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scmulan.pp._genes import model_gene_list, normalize_gene_ids, read_aliases, resolve_genes
+from scmulan.pp._genes import STATUSES, model_gene_list, normalize_gene_ids, read_aliases, resolve_genes
 
 
 def test_normalize_gene_ids():
@@ -60,16 +60,17 @@ def test_alias_rules_without_model():
     # TP53 is a target symbol: kept, even though it is also an alias of TP53BP9
     # P53 would rename to TP53, which TP53 (an exact, "kept" id) already holds: duplicate
     assert list(res.genes) == ["TP53", None, "NEW1", None, None, "CD3E"]
-    assert list(res.status) == ["kept", "duplicate", "renamed", "ambiguous", "unknown", "renamed"]
+    assert list(res.status) == ["kept", "duplicate", "renamed", "ambiguous", "unrecognised", "renamed"]
 
 
 def test_alias_rules_with_model():
     model = ["TP53", "CD3E", "GENEA", "MS4A1"]
     ids = ["P53", "OLD1", "AMB", "cd3e", "TP53BP9", "MS4A1"]
     res = resolve_genes(ids, model, read_aliases(ALIASES))
-    # OLD1 -> NEW1 is not a model gene; TP53BP9 is a target symbol but not in the model; AMB is ambiguous
+    # OLD1 -> NEW1 is not a model gene; TP53BP9 is a target symbol but not in the model: both are genes the alias
+    # table knows, so "not_in_model"; AMB is ambiguous
     assert list(res.genes) == ["TP53", None, None, "CD3E", None, "MS4A1"]
-    assert list(res.status) == ["renamed", "unknown", "ambiguous", "case_matched", "unknown", "kept"]
+    assert list(res.status) == ["renamed", "not_in_model", "ambiguous", "case_matched", "not_in_model", "kept"]
     assert res.matched_model_genes == ["TP53", "CD3E", "MS4A1"]
     assert res.examples("renamed") == ["P53->TP53"]
 
@@ -77,7 +78,7 @@ def test_alias_rules_with_model():
 def test_case_insensitive_match_must_be_unique():
     res = resolve_genes(["cd4", "foo"], ["CD4", "Foo", "FOO"])
     assert list(res.genes) == ["CD4", None]
-    assert list(res.status) == ["case_matched", "unknown"]
+    assert list(res.status) == ["case_matched", "unrecognised"]
 
 
 def test_model_genes_resolve_in_model_spelling():
@@ -129,7 +130,7 @@ def test_a_gene_never_maps_twice(ids, model, pairs):
     res = resolve_genes(ids, model, aliases)
     resolved = [g for g in res.genes if g is not None]
     assert len(resolved) == len(set(resolved))
-    assert (pd.notna(res.genes) == np.isin(res.status, ["kept", "case_matched", "renamed"])).all()
+    assert (pd.notna(res.genes) == np.isin(res.status, STATUSES[:6])).all()
     if model is not None:
         assert set(resolved) <= set(model)
         assert sorted(res.matched_model_genes) == sorted(set(resolved))

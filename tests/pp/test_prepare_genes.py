@@ -46,11 +46,11 @@ def test_identifier_rules():
         "MS4A1",
         None,
     ]
-    assert list(adata.var["scmulan_gene_status"]) == ["kept", "kept", "case_matched", "kept", "unknown"]
+    assert list(adata.var["scmulan_gene_status"]) == ["kept", "kept", "case_matched", "kept", "unrecognised"]
     report = adata.uns["scmulan_prepare"]
     assert report["n_case_matched"] == 1
     assert report["case_matched"] == ["cd3e->CD3E"]
-    assert report["n_unknown"] == 1
+    assert report["n_unrecognised"] == 1
     assert report["missing_genes"] == ["GNLY"]
 
 
@@ -68,9 +68,9 @@ def test_aliases_unique_ambiguous_unknown(tmp_path):
     adata = make_adata(["P53", "AMB", "XYZ", "CD3E"])
     with pytest.warns(UserWarning, match="were found in the data"):  # 3 of 6 model genes: below 0.5
         prepare(adata, genes=["TP53", "GENEA", "GENEB", "CD3E", "A", "B"], aliases=path)
-    assert list(adata.var["scmulan_gene_status"]) == ["renamed", "ambiguous", "unknown", "kept"]
+    assert list(adata.var["scmulan_gene_status"]) == ["renamed", "ambiguous", "unrecognised", "kept"]
     report = adata.uns["scmulan_prepare"]
-    assert (report["n_renamed"], report["n_ambiguous"], report["n_unknown"]) == (1, 1, 1)
+    assert (report["n_renamed"], report["n_ambiguous"], report["n_unrecognised"]) == (1, 1, 1)
     assert report["renamed"] == ["P53->TP53"]
     assert report["ambiguous"] == ["AMB"]
     assert report["params"]["aliases"] == str(path)
@@ -141,7 +141,7 @@ def test_original_pbmc_overlap_passes_with_warning(pbmc_log):
 
 def test_overlap_below_threshold_raises_and_suggests_column(pbmc_log):
     symbols = pbmc_log.var_names.copy()
-    pbmc_log.var["symbol"] = symbols
+    pbmc_log.var["my_names"] = symbols  # a column prepare does not look at by itself (it does at "feature_name")
     pbmc_log.var_names = [f"ENSG{i:011d}.1" for i in range(pbmc_log.n_vars)]
     before = pbmc_log.var.copy()
     with pytest.raises(ValueError, match=r"Only 0 of the model's 765 genes \(0\.00%\).*min_overlap=0\.05") as info:
@@ -149,11 +149,11 @@ def test_overlap_below_threshold_raises_and_suggests_column(pbmc_log):
     message = str(info.value)
     assert "ENSG00000000000" in message  # example data ids
     assert symbols[0] in message  # example model genes
-    assert "gene_symbols='symbol'" in message
+    assert "gene_symbols='my_names'" in message
     assert "aliases=" in message
     pd.testing.assert_frame_equal(pbmc_log.var, before)  # nothing written
     assert "scmulan_prepare" not in pbmc_log.uns
-    prepare(pbmc_log, genes=list(symbols), gene_symbols="symbol")  # the suggested fix works
+    prepare(pbmc_log, genes=list(symbols), gene_symbols="my_names")  # the suggested fix works
     assert pbmc_log.uns["scmulan_prepare"]["overlap_fraction"] == 1.0
 
 

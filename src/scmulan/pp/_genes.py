@@ -11,14 +11,40 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-#: Per-var outcome of gene resolution, stored as categories of ``var["scmulan_gene_status"]``.
-STATUSES = ("kept", "case_matched", "renamed", "ambiguous", "unknown", "duplicate")
-_RESOLVED = ("kept", "case_matched", "renamed")  # also the priority among duplicates, best first
+if TYPE_CHECKING:
+    from ._gene_table import GeneTable
+
+#: Per-var outcome of gene resolution, stored as categories of ``var["scmulan_gene_status"]``: the resolved ones
+#: first (also their priority among duplicates, best first), then why a var is left unresolved.
+STATUSES = (
+    "kept",
+    "case_matched",
+    "renamed",
+    "ensembl_id",
+    "previous_symbol",
+    "suffix_stripped",
+    "ambiguous",
+    "not_in_model",
+    "unrecognised",
+    "duplicate",
+)
+_RESOLVED = STATUSES[:6]
+#: Statuses whose resolved gene is another name than the identifier (their examples read ``"old->new"``).
+_RENAMING = frozenset({"case_matched", "renamed", "ensembl_id", "previous_symbol", "suffix_stripped"})
+#: The matching rules of the overlap report and the statuses each counts.
+RULES = {
+    "symbol": ("kept", "case_matched"),
+    "ensembl_id": ("ensembl_id",),
+    "alias": ("renamed", "previous_symbol"),
+    "suffix_stripped": ("suffix_stripped",),
+}
+# what anndata's var_names_make_unique appends: "-1", "-2", ... to a name that does not end in "-"
+_MAKE_UNIQUE = re.compile(r"^(.*[^-])-\d+$")
 # Ensembl stable id followed by a version: ENSG00000141510.16, ENSMUSG00000059552.13, ENST...
 _ENSEMBL_VERSION = re.compile(r"^(ENS[A-Z]*\d{6,})\.\d+")
 _N_EXAMPLES = 20
@@ -164,11 +190,15 @@ class GeneResolution:
         return int((self.status == status).sum())
 
     def examples(self, status: str, n: int = _N_EXAMPLES) -> list[str]:
-        """Up to ``n`` identifiers with ``status`` (``"old->new"`` for renamed and case-matched ones)."""
+        """Up to ``n`` identifiers with ``status`` (``"old->new"`` for those resolved to another name)."""
         idx = np.flatnonzero(self.status == status)[:n]
-        if status in {"renamed", "case_matched"}:
+        if status in _RENAMING:
             return [f"{self.ids[i]}->{self.genes[i]}" for i in idx]
         return [str(self.ids[i]) for i in idx]
+
+    def matched_by(self) -> dict[str, int]:
+        """Resolved identifiers per matching rule: ``symbol``, ``ensembl_id``, ``alias``, ``suffix_stripped``."""
+        return {rule: sum(self.count(s) for s in statuses) for rule, statuses in RULES.items()}
 
 
 class _ModelMatcher:
@@ -188,26 +218,73 @@ class _ModelMatcher:
         if key in self.exact:
             return self.exact[key], "kept"
         gene = self.lower.get(key.lower())
-        return (gene, "case_matched") if gene is not None else (None, "unknown")
+        return (gene, "case_matched") if gene is not None else (None, "not_in_model")
+
+
+class _TableMatcher:
+    """Model genes by Ensembl gene id (through a :class:`~scmulan.pp.GeneTable`), to match other names of a gene."""
+
+    def __init__(self, table: GeneTable, model: _ModelMatcher) -> None:
+        self.table = table
+        self.model = model
+        by_id: dict[int, set[str]] = defaultdict(set)
+        for key, gene in model.exact.items():
+            for number in table.ids_of(key)[0]:
+                by_id[number].add(gene)
+        self.by_id = by_id
+
+    def match(self, key: str) -> tuple[str | None, str | None]:
+        """The model gene another name of ``key``'s gene is, with the status; ``(None, None)`` if unknown."""
+        ids, how = self.table.ids_of(key)
+        if not ids:
+            return None, None
+        status = "ensembl_id" if how == "id" else "previous_symbol"
+        if how == "id":  # the release's own name first, matched as a symbol is
+            name = self.table.name_of(ids[0])
+            gene = self.model.match(name)[0] if name is not None else None
+            if gene is not None:
+                return gene, status
+        candidates = set().union(*(self.by_id.get(i, set()) for i in ids))
+        if len(candidates) == 1:
+            return next(iter(candidates)), status
+        return (None, "ambiguous") if candidates else (None, "not_in_model")
+
+
+def _strip_suffix(key: str) -> str | None:
+    """``"TMBIM4-1"`` → ``"TMBIM4"`` (the suffix of anndata's ``var_names_make_unique``); ``None`` without one."""
+    match = _MAKE_UNIQUE.match(key)
+    return match.group(1) if match else None
 
 
 def resolve_genes(
-    ids: Iterable[Any], model_genes: Sequence[str] | None = None, aliases: pd.DataFrame | None = None
+    ids: Iterable[Any],
+    model_genes: Sequence[str] | None = None,
+    aliases: pd.DataFrame | None = None,
+    table: GeneTable | None = None,
 ) -> GeneResolution:
     """Resolve dataset gene identifiers to genes; a gene is never resolved for two identifiers.
 
-    Rules, per normalised identifier (:func:`normalize_gene_ids`):
+    Rules, per normalised identifier (:func:`normalize_gene_ids`), in this order:
 
     1. With ``model_genes``: an exact match keeps it (``"kept"``); else a unique case-insensitive match
        (``"case_matched"``).
     2. With ``aliases`` (the original scMulan's uniforming rules), if still unresolved: an identifier that is
-       itself a target symbol stays as it is (``"kept"``; unresolved if a gene set is given, since step 1 did
-       not find it); otherwise the target symbols whose alias equals it are collected: exactly one →
-       ``"renamed"`` (when a gene set is given, that symbol must then match it as in step 1); several →
-       ``"ambiguous"``; none → ``"unknown"``.
-    3. Without either, an identifier resolves to itself (``"kept"``); a missing one is ``"unknown"``.
-    4. Several identifiers resolving to one gene: the best ("kept" before "case_matched" before
-       "renamed"), then the first in order, keeps it; the others become ``"duplicate"`` and unresolved.
+       itself a target symbol stays as it is (``"kept"`` without a gene set); otherwise the target symbols whose
+       alias equals it are collected: exactly one → ``"renamed"`` (with a gene set, that symbol must then match
+       it as in step 1); several → ``"ambiguous"``. Without a gene set, an identifier the alias table does not
+       know is ``"unrecognised"``.
+    3. With ``table`` and a gene set, if still unresolved: the Ensembl gene(s) the identifier names (an Ensembl
+       id, a current or a previous symbol) are looked up among the model genes' Ensembl genes; one model gene →
+       ``"ensembl_id"`` (the identifier is an id) or ``"previous_symbol"`` (another symbol of the same gene,
+       older or newer); several → ``"ambiguous"``.
+    4. A make-unique suffix (``TMBIM4-1``): when the identifier is neither a model gene nor known to ``table``
+       and the identifier without ``-<digits>`` resolves by steps 1–3 (without a gene set: is a symbol
+       ``table`` knows), it resolves to that gene (``"suffix_stripped"``).
+    5. Without a gene set (and no alias table), every other identifier resolves to itself (``"kept"``).
+       Unresolved identifiers are ``"not_in_model"`` when the alias table or ``table`` knows them as genes, else
+       ``"unrecognised"`` (also every missing identifier).
+    6. Several identifiers resolving to one gene: the best (in the order of :data:`STATUSES`), then the first in
+       order, keeps it; the others become ``"duplicate"`` and unresolved.
 
     Parameters
     ----------
@@ -217,6 +294,9 @@ def resolve_genes(
         The model's gene set (duplicates are ignored); ``None`` keeps the dataset's own genes.
     aliases
         Output of :func:`read_aliases`.
+    table
+        A gene table (:meth:`~scmulan.pp.GeneTable.load`) for Ensembl ids, previous symbols and make-unique
+        suffixes; ``None`` matches by name only.
 
     Returns
     -------
@@ -226,35 +306,61 @@ def resolve_genes(
     if model_genes is not None:
         model_genes = list(dict.fromkeys(model_genes))
     matcher = _ModelMatcher(model_genes) if model_genes is not None else None
+    by_table = _TableMatcher(table, matcher) if table is not None and matcher is not None else None
     targets: set[str] = set()
     alias_to_symbols: dict[str, list[str]] = {}
     if aliases is not None:
         targets = set(aliases["symbol"])
         alias_to_symbols = aliases.groupby("alias", sort=False)["symbol"].agg(lambda s: sorted(set(s))).to_dict()
 
-    cache: dict[str, tuple[str | None, str]] = {}
-
-    def resolve_one(key: str) -> tuple[str | None, str]:
+    def by_name(key: str) -> tuple[str | None, str]:
+        """Steps 1-3: the gene ``key`` names, or why none."""
+        known = False
         if matcher is not None:
             gene, status = matcher.match(key)
-            if gene is not None or aliases is None:
+            if gene is not None:
                 return gene, status
-        if aliases is None:
-            return key, "kept"
-        if key in targets:
-            return (key, "kept") if matcher is None else (None, "unknown")
-        candidates = alias_to_symbols.get(key, [])
-        if len(candidates) > 1:
-            return None, "ambiguous"
-        if not candidates:
-            return None, "unknown"
+        if aliases is not None:
+            candidates = alias_to_symbols.get(key, [])
+            if key in targets:
+                if matcher is None:
+                    return key, "kept"
+                known = True
+            elif len(candidates) > 1:
+                return None, "ambiguous"
+            elif candidates:
+                if matcher is None:
+                    return candidates[0], "renamed"
+                gene, _ = matcher.match(candidates[0])
+                if gene is not None:
+                    return gene, "renamed"
+                known = True
+            elif matcher is None:
+                return None, "unrecognised"
         if matcher is None:
-            return candidates[0], "renamed"
-        gene, _ = matcher.match(candidates[0])
-        return (gene, "renamed") if gene is not None else (None, "unknown")
+            return key, "kept"
+        if by_table is not None:
+            gene, status = by_table.match(key)
+            if status is not None:
+                return gene, status
+        return None, "not_in_model" if known else "unrecognised"
+
+    def resolve_one(key: str) -> tuple[str | None, str]:
+        gene, status = by_name(key)
+        base = _strip_suffix(key)
+        if base is None or (table is not None and table.knows(key)):
+            return gene, status
+        if matcher is None:  # step 4 without a gene set: only towards a gene the table knows
+            known_base = status == "kept" and table is not None and table.knows(base)
+            return (base, "suffix_stripped") if known_base else (gene, status)
+        if gene is not None or status != "unrecognised":
+            return gene, status
+        base_gene, _ = by_name(base)
+        return (base_gene, "suffix_stripped") if base_gene is not None else (gene, status)
 
     genes = np.full(keys.size, None, dtype=object)
-    status = np.full(keys.size, "unknown", dtype=object)
+    status = np.full(keys.size, "unrecognised", dtype=object)
+    cache: dict[str, tuple[str | None, str]] = {}
     for i, key in enumerate(keys):
         if key is None:
             continue

@@ -19,6 +19,9 @@ from scmulan._validation import LOG_NORMALIZED_MAX, summarize_matrix
 from scmulan._warnings import warn
 from scmulan.sentence import normalize_log1p
 
+from ._gene_report import print_gene_report
+from ._gene_source import detect_gene_column
+from ._gene_table import SHIPPED_RELEASE, load_gene_table
 from ._genes import STATUSES, AliasesLike, model_gene_list, normalize_gene_ids, read_aliases, resolve_genes
 
 if TYPE_CHECKING:
@@ -39,6 +42,7 @@ def prepare(
     layer: str | None = None,
     gene_symbols: str | None = None,
     aliases: AliasesLike | None = None,
+    gene_table: Any = SHIPPED_RELEASE,
     min_overlap: float = 0.05,
     mod: str = "rna",
     copy: bool = False,
@@ -55,13 +59,19 @@ def prepare(
     - log-normalised data (non-integer, maximum ≤ 15): values are left unchanged;
     - negative (scaled), NaN or infinite values, an empty or all-zero matrix: a :class:`ValueError`.
 
-    Genes are resolved from ``var_names`` (or ``var[gene_symbols]``): Ensembl version suffixes are
-    stripped and ``_`` becomes ``-``. Given a model's gene set, an identifier matches a model gene
-    exactly, else by a unique case-insensitive match, else (with ``aliases``) through the alias table by
-    the original's rules: an identifier that is already a target symbol is kept; otherwise the symbols
-    it is an alias of are collected — exactly one renames it, several make it ``"ambiguous"``, none
-    ``"unknown"``. Without a gene set every identifier resolves to itself (after the alias rules, if
-    given): that is how a new model's gene set is built from the data. A gene never resolves for two
+    Genes are resolved from ``var_names`` (or ``var[gene_symbols]``; without ``gene_symbols``, a common
+    symbol column such as CELLxGENE's ``var['feature_name']`` is used instead when it matches more model
+    genes, and the report says so): Ensembl version suffixes are stripped and ``_`` becomes ``-``. Given a
+    model's gene set, an identifier matches a model gene exactly, else by a unique case-insensitive match,
+    else (with ``aliases``) through the alias table by the original's rules (an identifier that is already a
+    target symbol is kept; otherwise the symbols it is an alias of are collected — exactly one renames it,
+    several make it ``"ambiguous"``), else through ``gene_table``: a human Ensembl gene id, or a previous (or
+    newer) symbol of a model gene, matches that gene. A make-unique suffix (``TMBIM4-1``) is stripped when the
+    suffixed name is no known gene and its base is a model gene. Without a gene set every identifier resolves
+    to itself (after the alias rules, if given; a make-unique suffix on a known gene is stripped): that is
+    how a new model's gene set is built from the data. The overlap report (how many genes each rule matched,
+    and why the others were not) is printed at Scanpy's default verbosity (``scanpy.settings.verbosity = 0``
+    silences it) and kept in ``uns['scmulan_prepare']``. A gene never resolves for two
     vars: among duplicates, an exact match wins over a case-insensitive one over an alias, then the first
     var; the others are left unresolved, with a warning. Genes are not subset or reordered here: model
     genes missing from the data count as zero expression downstream.
@@ -85,6 +95,10 @@ def prepare(
     aliases
         Optional alias table mapping aliases (or previous symbols) to symbols: a two-column DataFrame
         (``alias``, ``symbol``), a mapping alias → symbol, or a path to a CSV/TSV file with a header.
+    gene_table
+        Human gene table for Ensembl ids, previous symbols and make-unique suffixes: ``"gencode-v44"`` (shipped
+        with scmulan, offline), a :class:`~scmulan.pp.GeneTable` (e.g. a newer release from
+        :meth:`~scmulan.pp.GeneTable.load`), a file path, or ``None`` to match by name only.
     min_overlap
         Smallest fraction of the model's genes that must be found in the data; below it a
         :class:`ValueError` is raised. Below 0.5 a warning is issued. Only used with ``genes``.
@@ -108,7 +122,10 @@ def prepare(
         The resolved gene per var (the model's spelling when ``genes`` is given); NaN when unresolved. Select
         resolved vars with ``adata.var['scmulan_gene'].notna()``.
     ``adata.var['scmulan_gene_status']`` : categorical
-        ``"kept"``, ``"case_matched"``, ``"renamed"``, ``"ambiguous"``, ``"unknown"`` or ``"duplicate"``.
+        Resolved: ``"kept"`` (same symbol), ``"case_matched"``, ``"renamed"`` (``aliases``), ``"ensembl_id"``,
+        ``"previous_symbol"`` (another symbol of the same Ensembl gene), ``"suffix_stripped"``; unresolved:
+        ``"ambiguous"``, ``"not_in_model"`` (a known gene the model lacks), ``"unrecognised"`` (no known gene
+        identifier) or ``"duplicate"``.
     ``adata.uns['scmulan_prepare']`` : dict
         The report: ``data_kind``, ``normalized``, ``source`` (``"X"`` or ``"layers['…']"``),
         ``original_layer`` (the layer the original ``X`` was kept in, ``""`` if none), ``n_obs``,
@@ -154,8 +171,19 @@ def prepare(
     alias_table = read_aliases(aliases) if aliases is not None else None
 
     summary = summarize_matrix(matrix, name=source, max_rows=None)
-    resolution = resolve_genes(ids, model_genes, alias_table)
+    table = load_gene_table(gene_table) if gene_table is not None else None
+    resolution = resolve_genes(ids, model_genes, alias_table, table)
+    gene_column_note = ""
+    if gene_symbols is None and model_genes is not None:
+        detected = detect_gene_column(
+            target.var, resolution, lambda column: resolve_genes(column, model_genes, alias_table, table)
+        )
+        if detected is not None:
+            gene_symbols, resolution, gene_column_note = detected
     report = _report(resolution, summary.kind, source, target)
+    report.update(matched_by=resolution.matched_by(), gene_table=table.release if table is not None else "")
+    if gene_column_note:
+        report["gene_column_note"] = gene_column_note
     if model_genes is not None:
         _check_overlap(report, target, model_genes, gene_symbols, min_overlap)
         if report["overlap_fraction"] < _WARN_OVERLAP:
@@ -214,6 +242,7 @@ def prepare(
         layer=layer,
         gene_symbols=gene_symbols,
         aliases=_aliases_description(aliases, alias_table),
+        gene_table=table.release if table is not None else None,
         min_overlap=float(min_overlap),
         mod=mod if is_mudata(adata) else None,
     )
@@ -221,6 +250,7 @@ def prepare(
     target.var["scmulan_gene"] = pd.Categorical(pd.array(resolution.genes, dtype="string").to_numpy(na_value=None))
     target.var["scmulan_gene_status"] = pd.Categorical(resolution.status, categories=STATUSES)
     target.uns["scmulan_prepare"] = report
+    print_gene_report(report)
     added += ["var['scmulan_gene']", "var['scmulan_gene_status']", "uns['scmulan_prepare']"]
 
     elapsed = timedelta(seconds=round(time.perf_counter() - start))
