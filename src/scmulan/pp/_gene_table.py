@@ -33,17 +33,20 @@ _COLUMNS = ["ensembl_id", "name", "kind"]
 
 @dataclass
 class GeneTable:
-    """Names of human genes by Ensembl gene id.
+    """Names of human genes by Ensembl gene id, for :func:`scmulan.pp.prepare`'s ``gene_table=``.
 
-    Attributes
+    Get one with :meth:`~scmulan.pp.GeneTable.load`: the table shipped with scmulan (release ``"gencode-v44"``), a file, or a
+    newer release downloaded once.
+
+    Parameters
     ----------
     release
         Release name, e.g. ``"gencode-v44"`` for the shipped table.
     rows
-        One row per (gene, name): ``ensembl_id`` (int64, the number in ``ENSG…``), ``name`` (normalised as by
-        :func:`~scmulan.pp._genes.normalize_gene_ids`) and ``kind`` (one of :data:`KINDS`: ``"g"`` the release's
-        own name of the gene, ``"h"`` its HGNC approved symbol where that differs, ``"p"`` a previous symbol,
-        ``"a"`` an alias symbol).
+        One row per (gene, name): ``ensembl_id`` (int64, the number in ``ENSG…``), ``name`` (normalised as
+        gene identifiers are: ``_`` becomes ``-``) and ``kind``: ``"g"`` the release's own name of the gene,
+        ``"h"`` its HGNC approved symbol where that differs, ``"p"`` a previous symbol, ``"a"`` an alias symbol.
+        A name is looked up through its best kind only, in that order.
     source
         Where the rows came from (a path or URL).
     """
@@ -93,8 +96,11 @@ class GeneTable:
         Parameters
         ----------
         source
-            ``"gencode-v44"`` (the shipped table, offline), a local file path, or an ``http(s)://`` URL of a
-            table in one of the formats of :func:`read_gene_table` (downloaded with pooch into scmulan's cache).
+            ``"gencode-v44"`` (the shipped table, offline), a local file path, or an ``http(s)://`` URL (downloaded
+            with pooch into scmulan's cache) of a table in one of three formats, plain or gzipped: scmulan's own (a
+            TSV with the columns ``ensembl_id``, ``name``, ``kind``), HGNC's complete set (``symbol``,
+            ``ensembl_gene_id``, ``prev_symbol``, ``alias_symbol``), or two columns without a header (Ensembl gene
+            id, name).
         sha256
             The file's SHA-256; required for a URL (a download with another hash is rejected and not kept),
             checked for a path when given.
@@ -117,7 +123,7 @@ class GeneTable:
         return load_gene_table(source, sha256=sha256, release=release, cache_dir=cache_dir)
 
     def ids_of(self, key: str) -> tuple[tuple[int, ...], str | None]:
-        """Ensembl gene ids a normalised identifier names, and how (``"id"`` or a kind of :data:`KINDS`).
+        """Ensembl gene ids a normalised identifier names, and how (``"id"``, or the ``kind`` of the name).
 
         Parameters
         ----------
