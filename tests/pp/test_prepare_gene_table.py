@@ -159,3 +159,22 @@ def test_gene_table_none_matches_by_name_only(pbmc):
     prepared = prepare(ensembl, genes=list(pbmc.var_names), copy=True)
     assert prepared.uns["scmulan_prepare"]["gene_table"] == "gencode-v44"
     assert prepared.uns["scmulan_prepare"]["params"]["gene_table"] == "gencode-v44"
+
+
+def test_original_scmulan_gene_set(pbmc, legacy_vocab):
+    # the original 2,000 genes name 9 of pbmc68k's genes by newer symbols: found only through the gene table; an
+    # Ensembl-indexed copy reaches the same overlap, and none without the table
+    genes = legacy_vocab.genes
+
+    def overlap(adata, **kwargs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # low overlap
+            report = prepare(adata, genes=genes, copy=True, min_overlap=0, **kwargs).uns["scmulan_prepare"]
+        return report["n_overlap"], report["matched_by"]
+
+    assert overlap(pbmc, gene_table=None)[0] == 193
+    n, matched_by = overlap(pbmc)
+    assert (n, matched_by["symbol"], matched_by["alias"]) == (202, 193, 9)
+    ensembl, _ = ensembl_copy(pbmc)
+    assert overlap(ensembl) == (202, {"symbol": 0, "ensembl_id": 202, "alias": 0, "suffix_stripped": 0})
+    assert overlap(ensembl, gene_table=None)[0] == 0
