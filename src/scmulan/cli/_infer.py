@@ -77,7 +77,9 @@ examples:
 """,
     )
     group = parser.add_argument_group("annotation")
-    group.add_argument("--key-added", default="scmulan", help="prefix of the keys written")
+    group.add_argument(
+        "--key-added", default="scmulan", help="name of the result: obs['<name>_…'] and uns['<name>'] are written"
+    )
     group.add_argument(
         "--constrained",
         action=argparse.BooleanOptionalAction,
@@ -191,7 +193,9 @@ examples:
     group.add_argument(
         "--fields", nargs="+", metavar="FIELD", default=None, help="fields to predict (default: all the model can)"
     )
-    group.add_argument("--key-added", default="scmulan", help="prefix of the keys written")
+    group.add_argument(
+        "--key-added", default="scmulan", help="name of the result: obs['<name>_…'] and uns['<name>'] are written"
+    )
     group.add_argument(
         "--use-metadata",
         action=argparse.BooleanOptionalAction,

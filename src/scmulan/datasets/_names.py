@@ -53,7 +53,6 @@ _VOWELS = "AEIOU"
 _N_NUMBERS = 9
 _SYLLABLES = tuple(c + v for c in _CONSONANTS for v in _VOWELS)
 _N_SYMBOLS = len(_SYLLABLES) ** 2 * _N_NUMBERS
-MAX_GENES = _N_SYMBOLS
 
 
 def _pick(pool: Sequence[str], n: int, fallback: str) -> list[str]:

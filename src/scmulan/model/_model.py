@@ -31,7 +31,6 @@ from scmulan.vocab import Vocabulary
 logger = logging.getLogger(__name__)
 
 X_KEY = "X"
-UNCLASSIFIED = "Unclassified"
 DEFAULT_MAX_LENGTH = 1550  # the original's training block size
 # Inference warns when the query has fewer than this fraction of the model's genes (the threshold below which
 # `scmulan.pp.prepare` warns too): the missing genes count as not expressed.

@@ -17,9 +17,10 @@ def pad(
 ) -> dict[str, torch.Tensor]:
     """Pad sentences into ``(B, T)`` tensors.
 
-    Inference left-pads (every prompt ends at the last column, so decoding appends to all cells at once); training
-    right-pads (padding after the sentence never reaches real positions under a causal mask, so plain causal
-    attention serves and SDPA can use its fused kernels).
+    scmulan right-pads everywhere, training and inference alike (``side="right"``): padding after a sentence never
+    reaches its real positions under the causal mask, so plain causal attention serves (SDPA's fused kernels) and,
+    as the network has no positional embedding, every cell gets exactly its unpadded outputs; decoding steps then
+    mask the padded keys. ``side="left"`` (every sentence ends at the last column) needs an explicit attention mask.
 
     Parameters
     ----------
@@ -30,7 +31,7 @@ def pad(
     pad_id
         Entity id written at padded positions (they are masked out and never reach the network).
     side
-        ``"left"`` or ``"right"``.
+        ``"right"`` (what scmulan's training and inference pass) or ``"left"`` (the default).
 
     Returns
     -------

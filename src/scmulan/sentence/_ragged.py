@@ -6,7 +6,17 @@ import numpy as np
 
 
 def offsets_from_lengths(lengths: np.ndarray) -> np.ndarray:
-    """``(n + 1,)`` int64 offsets of consecutive runs of the given lengths."""
+    """``(n + 1,)`` int64 offsets of consecutive runs of the given lengths.
+
+    Parameters
+    ----------
+    lengths
+        ``(n,)`` non-negative run lengths (e.g. genes per cell).
+
+    Returns
+    -------
+    ``offsets`` with ``offsets[0] == 0`` and run ``i`` at ``values[offsets[i]:offsets[i + 1]]``.
+    """
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     return offsets
