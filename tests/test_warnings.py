@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import linecache
+from pathlib import Path
 
 import pytest
 
+import scmulan
 from scmulan._warnings import warn
 
 # functions that run as if they were scmulan modules (their globals say so), two levels deep
@@ -37,3 +39,15 @@ def test_a_direct_call_points_at_the_caller():
         warn("careful")
     assert caught[0].filename == __file__
     assert 'warn("careful")' in linecache.getline(__file__, caught[0].lineno)
+
+
+def test_the_package_warns_only_through_the_helper():
+    package = Path(scmulan.__file__).parent
+    offenders = [
+        f"{path.relative_to(package)}:{number}"
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "_warnings.py"
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if "warnings.warn(" in line or "stacklevel" in line
+    ]
+    assert not offenders, f"use `from scmulan._warnings import warn` (no stacklevel) instead, at: {offenders}"
