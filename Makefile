@@ -46,7 +46,8 @@ test: $(VENV)/.stamp-test
 lint-imports: $(VENV)/.stamp-test
 	$(BIN)/lint-imports --no-cache
 
-## docs: build the documentation site (tutorials executed) with warnings as errors
+## docs: build the documentation site (tutorials executed) with warnings as errors; the executed tutorials are
+## stored in docs/tutorials/_executed/ (what Read the Docs publishes): commit them
 docs: $(VENV)/.stamp-doc
 	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
 

@@ -3,28 +3,32 @@
 #
 # - the c-sentence figure is drawn by `_scripts/make_csentence_figure.py` into `_static/csentence.png`;
 # - the tutorials of the repository's top-level `tutorials/` folder are copied into `docs/tutorials/` and
-#   executed by myst-nb (a failing cell fails the build);
+#   executed by myst-nb (a failing cell fails the build); at the end of the build the executed notebooks are stored
+#   in `docs/tutorials/_executed/` with the commit they came from (`_ext/tutorial_outputs.py`): commit them;
+# - with execution off (on Read the Docs) the stored notebooks are published instead, outputs included, for every
+#   tutorial they were executed from; the tutorials page says which commit each one's outputs came from;
 # - the API lists of `api.md` are generated from each namespace's `__all__` (`_ext/api_lists.py`);
 # - intersphinx falls back to an empty inventory when it cannot download one, and a reference to an
 #   external object that a loaded inventory does not list (under its name, a shorter public alias or its
 #   defining module's path) is left unlinked instead of failing `-W` (`_ext/xrefs.py`).
 #
 # Environment variables:
-#   SCMULAN_DOCS_EXECUTE=force|cache|off   how tutorials are executed (default: force, every build)
+#   SCMULAN_DOCS_EXECUTE=force|cache|off   how tutorials are executed (default: force, every build; off on Read the
+#                                          Docs, where READTHEDOCS is set: the stored outputs are published)
 #   SCMULAN_DOCS_OFFLINE=1                 do not try to download intersphinx inventories
+#   CI                                     set by CI: an executing build warns (so fails) when a stored notebook was
+#                                          executed from another version of its tutorial
 #
 # Time. Executing the tutorials is most of the build. Measured on the project's shared 2-core machine
 # (a benchmark and other jobs running, load ~3.5-4), one torch thread per tutorial, on 2026-12-03 (3ec4a8e):
 #   01 annotate PBMCs 216 s, 02 pretrain corpus 159 s, 03 generate cells 172 s,
 #   04 metadata and embeddings 297 s, 05 original scMulan 20 s (its checks run only where the reference
 #   files are, so it is shorter on Read the Docs); whole build 15 min 16 s wall, 10.5 min of CPU.
-# The tutorials page publishes the times of each build (nb-exec-table). Read the Docs builds the same
-# site (.readthedocs.yaml) and executes the tutorials too; its default build limit is 15 minutes with the
-# installation, which this fits only on an unloaded machine. What to do when it does not is described in
-# .readthedocs.yaml: a longer limit for the project, or SCMULAN_DOCS_EXECUTE=off in its settings.
+# The tutorials page publishes the times of each executing build (nb-exec-table), or those stored with the
+# outputs. Read the Docs builds the same site (.readthedocs.yaml) without executing the tutorials (its default build
+# limit, 15 minutes with the installation, is about what executing them takes): it publishes the stored outputs.
 import logging
 import os
-import shutil
 import sys
 import warnings
 from datetime import datetime
@@ -35,6 +39,7 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE / "_ext"), str(HERE / "_scripts")]
 
+import tutorial_outputs  # noqa: E402  (local module in _ext/)
 import xrefs  # noqa: E402  (local extension in _ext/)
 
 # sphinx-autodoc-typehints 3.6 calls an API that Sphinx 10 removes; that is for its maintainers to fix.
@@ -82,6 +87,8 @@ exclude_patterns = [
     "_scripts",
     "_templates",
     "generated/api_lists",
+    "generated/tutorial_outputs",
+    "tutorials/_executed",
     "Thumbs.db",
     ".DS_Store",
     "**.ipynb_checkpoints",
@@ -138,7 +145,8 @@ intersphinx_cache_limit = 0  # re-download on every build, so an offline build's
 # MyST and myst-nb
 myst_enable_extensions = ["amsmath", "colon_fence", "deflist", "dollarmath", "html_image"]
 myst_heading_anchors = 3
-nb_execution_mode = os.environ.get("SCMULAN_DOCS_EXECUTE", "force")
+# Read the Docs sets READTHEDOCS: it publishes the outputs stored by `make docs` instead of executing (see above).
+nb_execution_mode = tutorial_outputs.execution_mode(os.environ)
 nb_execution_raise_on_error = True
 nb_execution_timeout = 900
 nb_execution_in_temp = True  # files written by a tutorial do not land in the source tree
@@ -171,7 +179,8 @@ if not figure.is_file() or figure.stat().st_mtime < figure_script.stat().st_mtim
 
 # Tutorials: MyST-Markdown notebooks (jupytext front matter with `format_name: myst` and a kernelspec) or
 # .ipynb files in the repository's tutorials/ folder are copied into docs/tutorials/ (next to its tracked
-# index.md) and executed by myst-nb; copies of removed tutorials are deleted.
+# index.md) and executed by myst-nb; copies of removed tutorials are deleted. With execution off, a tutorial's
+# stored executed notebook (docs/tutorials/_executed/) is copied instead when it was executed from this source.
 TUTORIALS_SRC = ROOT / "tutorials"
 TUTORIALS_DST = HERE / "tutorials"
 tutorials = sorted(
@@ -179,13 +188,17 @@ tutorials = sorted(
     for p in [*TUTORIALS_SRC.glob("*.md"), *TUTORIALS_SRC.glob("*.ipynb")]
     if p.name.lower() not in {"index.md", "readme.md"}
 )
-for stale in [*TUTORIALS_DST.glob("*.md"), *TUTORIALS_DST.glob("*.ipynb")]:
-    if stale.name != "index.md" and stale.name not in {p.name for p in tutorials}:
-        stale.unlink()
-for src in tutorials:
-    dst = TUTORIALS_DST / src.name
-    if not dst.is_file() or dst.read_bytes() != src.read_bytes():
-        shutil.copyfile(src, dst)
+stored_tutorials = tutorial_outputs.tutorials_of(tutorials, TUTORIALS_DST / tutorial_outputs.STORE)
+tutorial_outputs.sync(
+    stored_tutorials, TUTORIALS_DST, TUTORIALS_DST / tutorial_outputs.STORE, execute=nb_execution_mode != "off"
+)
+build_commit, build_dirty = tutorial_outputs.git_commit(ROOT)  # the tutorials page names it
+tutorial_outputs.write_fragment(
+    HERE,
+    tutorial_outputs.provenance_markdown(
+        stored_tutorials, execute=nb_execution_mode != "off", commit=build_commit, dirty=build_dirty
+    ),
+)
 if not tutorials:
     # The page says so (`only:: no_tutorials`) instead of showing an empty list.
     tags.add("no_tutorials")  # noqa: F821  (`tags` is provided by Sphinx)
@@ -211,4 +224,5 @@ def _rerun_tutorials(app, env, added, changed, removed):
 def setup(app):
     """Per-build hooks of this configuration."""
     app.connect("env-get-outdated", _rerun_tutorials)
+    tutorial_outputs.connect(app, stored_tutorials)
     logging.getLogger("sphinx.sphinx.directives.other").addFilter(_NoTutorialsYet())

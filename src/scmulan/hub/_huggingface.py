@@ -140,7 +140,7 @@ def push_to_hub(
 
     Returns
     -------
-    The upload's :class:`huggingface_hub.CommitInfo` (its ``oid`` is the commit to pin with ``revision=``).
+    The upload's ``huggingface_hub.CommitInfo`` (its ``oid`` is the commit to pin with ``revision=``).
 
     Examples
     --------

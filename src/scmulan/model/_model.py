@@ -560,7 +560,7 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
 
         Returns
         -------
-        The upload's :class:`huggingface_hub.CommitInfo` (its ``oid`` is the commit to pin when loading).
+        The upload's ``huggingface_hub.CommitInfo`` (its ``oid`` is the commit to pin when loading).
 
         Examples
         --------
