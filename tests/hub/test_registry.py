@@ -135,6 +135,18 @@ def test_cache_from_the_environment(served, tmp_path, monkeypatch):
     assert files["checkpoint"].parent == other / NAME
 
 
+def test_a_damaged_hash_record_names_the_file(served, tmp_path):
+    cache = tmp_path / "cache"
+    fetch_pretrained(NAME, cache_dir_=cache, progressbar=False)
+    record = cache / NAME / "sha256.json"
+    record.write_text(record.read_text()[:10])
+    with pytest.raises(ValueError, match=rf"{record} ends early .*Delete it together with the files it lists"):
+        fetch_pretrained(NAME, cache_dir_=cache, progressbar=False)
+    record.write_text('["not", "a", "mapping"]')
+    with pytest.raises(ValueError, match=rf"{record} is not a record of SHA-256 hashes"):
+        fetch_pretrained(NAME, cache_dir_=cache, progressbar=False)
+
+
 def test_a_tampered_cached_checkpoint_is_never_used(served, tmp_path, legacy_dir, monkeypatch):
     cache = tmp_path / "cache"
     fetch_pretrained(NAME, cache_dir_=cache, progressbar=False)

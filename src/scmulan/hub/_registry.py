@@ -65,6 +65,20 @@ def _check(path: Path, expected: str | None, what: str) -> None:
         raise ValueError(msg)
 
 
+def _read_recorded(path: Path) -> dict[str, str]:
+    """The SHA-256 recorded at the first download of files published without one (``{}`` before any)."""
+    from scmulan._files import DamagedFileError, read_json
+
+    if not path.exists():
+        return {}
+    fix = "Delete it together with the files it lists; they are downloaded and recorded again."
+    recorded = read_json(path, what="the download cache's record of SHA-256 hashes", fix=fix)
+    if not isinstance(recorded, dict) or not all(isinstance(v, str) for v in recorded.values()):
+        msg = f"{path} is not a record of SHA-256 hashes (a mapping of file names to hashes). {fix}"
+        raise DamagedFileError(msg)
+    return recorded
+
+
 def fetch_pretrained(
     name: str,
     *,
@@ -94,7 +108,7 @@ def fetch_pretrained(
     files = PRETRAINED[name]
     folder = cache_dir(cache_dir_) / name
     recorded_path = folder / "sha256.json"
-    recorded = json.loads(recorded_path.read_text()) if recorded_path.exists() else {}
+    recorded = _read_recorded(recorded_path)
     local: dict[str, Path] = {}
     if path is not None:
         given = Path(path).expanduser()  # "~/Downloads/scmulan/" as in the documented example

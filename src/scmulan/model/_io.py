@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 META_FILE, WEIGHTS_FILE, VOCAB_FILE, ADATA_FILE = "model.json", "model.safetensors", "vocab.json", "adata.h5ad"
-LEGACY_META_FILE = "model.pt"  # the metadata of directories saved before scmulan 0.2 (torch.save of containers)
+LEGACY_META_FILE = "model.pt"  # the metadata of directories saved by scmulan 0.1 (torch.save of containers)
 MODEL_FILE = LEGACY_META_FILE  # former name of the constant
 EXTRA_PREFIX = "scmulan."
 FORMAT, FORMAT_VERSION = "scmulan-model", 1

@@ -22,6 +22,7 @@ from scmulan.sentence import pack_batch
 from scmulan.train._checkpoints import latest_checkpoint
 from scmulan.train._fsdp import BlockFSDPStrategy, full_state_dict
 from scmulan.train._plan import CSentenceTrainingPlan
+from scmulan.train._quiet import quietly
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ def history_from_csv(log_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
     return history
 
 
+@quietly  # Lightning's warnings and banners a user cannot act on are silenced (see train._quiet)
 def fit(
     plan: CSentenceTrainingPlan,
     train_dataset: torch.utils.data.IterableDataset,
@@ -231,7 +233,7 @@ def fit(
         callbacks=callbacks,
         logger=loggers,
         enable_progress_bar=enable_progress_bar,
-        enable_model_summary=False,
+        enable_model_summary=trainer_kwargs.pop("enable_model_summary", False),
         log_every_n_steps=trainer_kwargs.pop("log_every_n_steps", 10),
         num_sanity_val_steps=trainer_kwargs.pop("num_sanity_val_steps", 0),
         **trainer_kwargs,
