@@ -197,6 +197,35 @@ def torch_load_plain(path: str | os.PathLike, *, what: str = "a PyTorch file", f
     raise DamagedFileError(msg)
 
 
+# ---------------------------------------------------------------------------------------------- HDF5 (.h5ad, .h5mu)
+def check_hdf5(path: str | os.PathLike, *, what: str = "an HDF5 file", fix: str = REPLACE_HINT) -> Path:
+    """``path`` after checking it opens as a complete HDF5 file (else a message: empty, truncated, another format).
+
+    h5py's own message names neither the file nor the cause in words; the sizes of a truncated file are its.
+    """
+    import re
+
+    import h5py
+
+    path = check_exists(path, what=what, fix=fix)
+    try:
+        with h5py.File(path, "r"):
+            pass
+    except OSError as e:
+        reason = str(e)
+        if path.stat().st_size == 0:
+            problem = "is empty"
+        elif "truncated file" in reason:
+            sizes = re.search(r"eof = (\d+).*stored_eof = (\d+)", reason)
+            of = f"{_sizes(int(sizes[1]), int(sizes[2]))}; " if sizes else ""
+            problem = f"is truncated ({of}a copy or download was cut short)"
+        else:
+            problem = "is not an HDF5 file"
+        msg = f"{os.fspath(path)} {problem}, so it cannot be read as {what}. {fix}"
+        raise DamagedFileError(msg) from None
+    return path
+
+
 # ---------------------------------------------------------------------------------------------- atomic writes
 def partial_name(path: str | os.PathLike, tag: str) -> Path:
     """The temporary name of ``path`` while it is written: ``dir/.model.partial-<tag>.safetensors``."""

@@ -232,3 +232,18 @@ def test_a_damaged_meta_info_names_the_file(tmp_path):
     json_form.write_text('{"token_set": ["<E>", "G1"],\n "gene_set": [')
     with pytest.raises(DamagedFileError, match=rf"{json_form} ends early \(line 2"):
         Vocabulary.from_legacy_meta_info(json_form)
+
+
+def test_a_damaged_corpus_shard_names_the_file(atlas, tmp_path, trained):
+    from scmulan.sentence import CellSource
+
+    shard = tmp_path / "shard.h5ad"
+    atlas.write_h5ad(shard)
+    assert CellSource(shard, trained.vocab).n_obs == atlas.n_obs
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DamagedFileError, match=rf"{shard} is truncated \(.* of .*\), so it cannot be read as a corpus"):
+        CellSource(shard, trained.vocab)
+    shard.write_bytes(b"")
+    with pytest.raises(DamagedFileError, match=rf"{shard} is empty"):
+        CellSource(shard, trained.vocab)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -188,27 +187,9 @@ _FORMATS = {".h5ad": "an AnnData file (.h5ad)", ".h5mu": "a MuData file (.h5mu)"
 
 def check_readable_hdf5(path: Path) -> None:
     """Refuse a file that is not a complete HDF5 file (truncated, empty, another format), naming it."""
-    import h5py
+    from scmulan._files import check_hdf5
 
-    from scmulan._files import human_size
-
-    try:
-        with h5py.File(path, "r"):
-            pass
-    except OSError as e:
-        size = path.stat().st_size
-        reason = str(e)
-        if size == 0:
-            problem = "is empty"
-        elif "truncated file" in reason:
-            sizes = re.search(r"eof = (\d+).*stored_eof = (\d+)", reason)
-            of = f"{human_size(int(sizes[1]))} of {human_size(int(sizes[2]))}; " if sizes else ""
-            problem = f"is truncated ({of}a copy or download was cut short)"
-        else:
-            problem = "is not an HDF5 file"
-        what = _FORMATS.get(path.suffix.lower(), "an HDF5 file")
-        msg = f"{os.fspath(path)} {problem}, so it cannot be read as {what}. Replace it with a complete copy."
-        raise ValueError(msg) from None
+    check_hdf5(path, what=_FORMATS.get(path.suffix.lower(), "an HDF5 file"), fix="Replace it with a complete copy.")
 
 
 def write_data(data: AnnData | MuData, path: Path, *, mod: str = "rna") -> None:

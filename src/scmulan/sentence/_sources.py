@@ -127,6 +127,9 @@ class CellSource:
         if self.path is not None:
             import anndata as ad
 
+            from scmulan._files import check_hdf5
+
+            check_hdf5(self.path, what="a corpus shard (.h5ad)")  # empty/truncated: a message naming the shard
             backed = ad.read_h5ad(self.path, backed="r")
             self.n_obs = backed.n_obs
             backed.file.close()
