@@ -398,3 +398,27 @@ def test_finished_rows_that_exhaust_their_candidates_do_not_break_the_batch():
         for b in range(2):
             toks = out.tokens[b, : out.lengths[b]].tolist()
             assert len(set(toks)) == len(toks)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), n_allowed=st.integers(1, 8), ban_prompt=st.sampled_from(["none", "all_but_last"]))
+def test_restricted_head_steps_equal_the_full_vocabulary_steps(seed, n_allowed, ban_prompt):
+    # A step restricted to some entities computes the head rows of those only; return_logits=True forces the
+    # full-vocabulary path. Choices, levels, <E>-when-stuck and hidden states must be the same, probabilities to TOL.
+    g = torch.Generator().manual_seed(seed)
+    cells = H.random_cells(6, V, min_len=1, max_len=10, seed=seed)
+    ids, levels, mask = H.left_pad(cells)
+    allowed = [torch.zeros(V, dtype=torch.bool) for _ in range(3)]
+    for m in allowed:
+        m[torch.randperm(V, generator=g)[:n_allowed]] = True
+    allowed[1] = None
+    banned = torch.zeros(V, dtype=torch.bool)
+    banned[torch.randint(0, V, (3,), generator=g)] = True
+    kwargs = {"allowed": allowed, "banned": banned, "ban_prompt": ban_prompt, "stop_at_end": True}
+    fast = greedy_decode(NET, ids, levels, mask, 3, **kwargs)
+    full = greedy_decode(NET, ids, levels, mask, 3, return_logits=True, **kwargs)
+    assert torch.equal(fast.tokens, full.tokens)
+    assert torch.equal(fast.levels, full.levels)
+    assert torch.equal(fast.n_generated, full.n_generated)
+    torch.testing.assert_close(fast.probs, full.probs, rtol=TOL, atol=TOL)
+    torch.testing.assert_close(fast.hidden, full.hidden, rtol=TOL, atol=TOL)

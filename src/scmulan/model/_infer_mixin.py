@@ -40,6 +40,7 @@ class InferenceMixin:
         device: str | torch.device = "auto",
         return_embedding: bool = False,
         progress: bool = True,
+        quantize: bool = False,
     ) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
         """Coarse and fine cell types of every cell, with confidences.
 
@@ -68,6 +69,9 @@ class InferenceMixin:
             Also return the hidden state at the first decoded cell type (``(n_cells, width)``).
         progress
             Show a progress bar.
+        quantize
+            On the CPU, decode with an int8 copy of the network (dynamic quantisation of its linear layers): faster
+            for small models, labels agree with fp32 on about 99 % of cells or more (see the performance guide).
 
         Returns
         -------
@@ -110,6 +114,8 @@ class InferenceMixin:
                 device=device,
                 mixed_precision=False,  # exact legacy choices need fp32 (bf16 flips near-tied greedy steps)
                 progress=progress,
+                embedding="legacy" if return_embedding else None,  # only the arrays asked for are allocated
+                quantize=quantize,
             )
             window = np.concatenate([out.prompt_tail, out.tokens], axis=1)  # prompt[-3:] + generated
             rows = np.arange(len(window))
@@ -147,6 +153,8 @@ class InferenceMixin:
                 max_genes=self._max_genes(len(source.obs_keys)),
                 device=device,
                 progress=progress,
+                embedding="first" if return_embedding else None,
+                quantize=quantize,
             )
             # each step's output must be a category of its field; anything else (possible without the constraint)
             # is no label: Unclassified, as in legacy mode
@@ -267,6 +275,7 @@ class InferenceMixin:
             max_genes=self._max_genes(len(source.obs_keys)),
             device=resolve_device(device),
             progress=progress,
+            embedding=None,
         )
         empty = out.n_genes == 0
         columns = {}
@@ -327,6 +336,7 @@ class InferenceMixin:
             max_genes=self._max_genes(0),
             device=resolve_device(device),
             progress=progress,
+            embedding=None,
         )
         pooled = out.pooled
         empty = out.n_genes == 0

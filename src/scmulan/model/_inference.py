@@ -43,8 +43,8 @@ class Decoded:
     n_generated: np.ndarray  # (n,) int64
     n_genes: np.ndarray  # (n,) expressed model genes in the prompt
     prompt_tail: np.ndarray  # (n, 3) the last three prompt ids (-1 where the prompt is shorter)
-    embedding: np.ndarray | None = None  # (n, C) hidden state at the first generated token
-    legacy_embedding: np.ndarray | None = None  # (n, C) the original scMulan's choice (see GreedyOutput.hidden)
+    embedding: np.ndarray | None = None  # (n, C) the embedding asked for (``embedding=`` of decode_cells)
+    legacy_embedding: np.ndarray | None = None  # (n, C) the same array when the original scMulan's choice was asked
     pooled: np.ndarray | None = None  # (n, C) mean over gene positions of the prompt
 
 
@@ -68,6 +68,9 @@ def decode_cells(
     device: torch.device | None = None,
     mixed_precision: bool = True,
     progress: bool = True,
+    embedding: Literal["first", "legacy"] | None = "first",
+    max_tokens: int | None = 65536,
+    quantize: bool = False,
 ) -> Decoded:
     """Greedy decoding for every cell of ``source`` (see :func:`scmulan.nn.greedy_decode`).
 
@@ -99,17 +102,32 @@ def decode_cells(
         bf16 autocast on CUDA.
     progress
         Show a progress bar.
+    embedding
+        Which embedding to return (only that array is allocated): ``"first"``, the hidden state at the first
+        generated token (needs ``n_steps >= 2``); ``"legacy"``, the original scMulan's (the hidden state at the
+        last prompt position before its final ``<E>``); ``None``: none.
+    max_tokens
+        At most this many padded prompt tokens per batch (fewer cells in batches of long prompts), so memory stays
+        flat whatever the prompt lengths; ``None``: ``batch_size`` cells always.
+    quantize
+        On the CPU, run an int8 copy of the network (dynamic quantisation of every ``nn.Linear``, weights int8 and
+        activations quantised per batch): faster matrix products at a small cost in precision (see the
+        performance guide). Ignored on other devices.
     """
     device = device or net.device
     net = net.to(device).eval()
+    if quantize and torch.device(device).type == "cpu":
+        net = quantized(net)
     n, C = source.n_obs, net.config.n_embd
     tokens = np.zeros((n, n_steps), dtype=np.int64)
     probs = np.zeros((n, n_steps), dtype=np.float32)
     n_generated = np.zeros(n, dtype=np.int64)
     n_genes = np.zeros(n, dtype=np.int64)
     tail = np.full((n, 3), -1, dtype=np.int64)
-    embedding = np.zeros((n, C), dtype=np.float32) if n_steps >= 2 else None
-    legacy = np.zeros((n, C), dtype=np.float32)
+    if embedding not in ("first", "legacy", None):
+        msg = f"`embedding` must be 'first', 'legacy' or None, got {embedding!r}."
+        raise ValueError(msg)
+    emb = np.zeros((n, C), dtype=np.float32) if embedding == "legacy" or (embedding and n_steps >= 2) else None
     pooled = np.zeros((n, C), dtype=np.float32) if pool else None
     to_device = lambda m: torch.as_tensor(m, device=device) if m is not None else None
     allowed_t = [to_device(a) for a in allowed] if allowed is not None else None
@@ -123,7 +141,7 @@ def decode_cells(
             context = meta if use_context and meta.shape[1] else None
             sentences = prompts(task_id, len(rows), genes=genes, context=context)
             n_genes[rows] = genes.lengths
-            for b in length_batches(sentences.lengths, batch_size):
+            for b in length_batches(sentences.lengths, batch_size, max_tokens=max_tokens):
                 batch = pad(sentences, b, pad_id=vocab.pad_id, side="right")
                 ids, lv, mask = (batch[k].to(device) for k in ("ids", "levels", "attention_mask"))
                 with autocast(device, mixed_precision=mixed_precision):
@@ -142,23 +160,39 @@ def decode_cells(
                         padding="right",
                     )
                 r = rows[b]
-                tokens[r] = out.tokens.cpu().numpy()
-                probs[r] = out.probs.float().cpu().numpy()
-                n_generated[r] = out.n_generated.cpu().numpy()
-                hidden = out.hidden.float()
-                legacy[r] = hidden[torch.arange(len(b), device=device), out.n_generated - 1].cpu().numpy()
-                if embedding is not None:
-                    embedding[r] = hidden[:, 2].cpu().numpy()
-                if pooled is not None:
-                    pooled[r] = out.pooled.float().cpu().numpy()
                 # the last three prompt tokens of each row (-1 before the start of short prompts)
                 pos = batch["lengths"].to(device)[:, None] - 3 + torch.arange(3, device=device)[None, :]
-                window = ids.gather(1, pos.clamp(min=0))
-                tail[r] = torch.where(pos >= 0, window, -1).cpu().numpy()
+                window = torch.where(pos >= 0, ids.gather(1, pos.clamp(min=0)), -1)
+                # integers and floats in one transfer each (one host sync per kind, not per array)
+                ints = torch.cat([out.tokens, out.n_generated[:, None], window], 1).cpu().numpy()
+                tokens[r], n_generated[r], tail[r] = ints[:, :n_steps], ints[:, n_steps], ints[:, n_steps + 1 :]
+                floats = [out.probs.float()]
+                if emb is not None:
+                    at = out.n_generated - 1 if embedding == "legacy" else torch.full_like(out.n_generated, 2)
+                    floats.append(out.hidden[torch.arange(len(b), device=device), at].float())
+                if pooled is not None:
+                    floats.append(out.pooled.float())
+                host = torch.cat(floats, 1).cpu().numpy()
+                probs[r] = host[:, :n_steps]
+                if emb is not None:
+                    emb[r] = host[:, n_steps : n_steps + C]
+                if pooled is not None:
+                    pooled[r] = host[:, -C:]
             bar.update(len(rows))
     if max_genes is not None:
         warn_truncated(n_truncated, n, max_genes)
-    return Decoded(tokens, probs, n_generated, n_genes, tail, embedding, legacy, pooled)
+    legacy = emb if embedding == "legacy" else None
+    return Decoded(tokens, probs, n_generated, n_genes, tail, emb, legacy, pooled)
+
+
+def quantized(net: CSentenceTransformer) -> CSentenceTransformer:
+    """An int8 copy of ``net`` for CPU inference: ``torch.ao.quantization.quantize_dynamic`` on every ``nn.Linear``."""
+    import copy
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch deprecates its quantized tensors and this API in favour of torchao
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(net).cpu(), {torch.nn.Linear}, dtype=torch.qint8)
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ from scmulan._validation import check_log_normalized, detect_data_kind
 from scmulan.model._debin import debinning_table
 from scmulan.model._fields import registry_key
 from scmulan.model._resize import extend_network
-from scmulan.sentence import ANNOTATION_FIELDS, TASKS, CellSource, TaskSpec
+from scmulan.sentence import ANNOTATION_FIELDS, TASKS, CellSource, TaskSpec, as_sources
 
 if TYPE_CHECKING:
     from lightning.pytorch.strategies import Strategy
@@ -43,7 +44,7 @@ class TrainingMixin:
         freeze_trunk: bool = False,
         train_size: float = 0.9,
         validation_size: float | None = None,
-        corpus: Sequence[str | os.PathLike] | None = None,
+        corpus: Any = None,
         accelerator: str = "auto",
         devices: int | str | list[int] = "auto",
         strategy: str | Strategy = "auto",
@@ -58,7 +59,7 @@ class TrainingMixin:
         seed: int = 0,
         **trainer_kwargs: Any,
     ) -> None:
-        """Train on the registered AnnData (and optional ``.h5ad`` corpus shards) with the multitask objective.
+        """Train on the registered AnnData (and an optional corpus streamed from disk) with the multitask objective.
 
         Parameters
         ----------
@@ -96,8 +97,11 @@ class TrainingMixin:
         train_size, validation_size
             Fractions of the registered cells for training and validation (the rest is held out).
         corpus
-            Further ``.h5ad`` files (pretraining shards) with the same ``obs`` columns, streamed from disk (backed).
-            Raw counts are normalised on the fly.
+            Further cells streamed from disk, with the same ``obs`` columns as the registered AnnData: ``.h5ad``
+            files (pretraining shards, read backed), a TileDB-SOMA ``ExperimentAxisQuery`` (e.g. of the CELLxGENE
+            Census), ``Experiment`` or experiment URI (needs ``pip install 'scmulan[dataloaders]'``), a
+            :class:`~scmulan.sentence.SomaSource` built with other ``obs`` columns or gene names, or a list of
+            these. Raw counts are normalised on the fly.
         accelerator, devices, strategy, precision
             Lightning settings: e.g. ``accelerator="gpu", devices=8, strategy="ddp"``; ``precision="auto"`` uses
             bf16 mixed precision on GPUs. ``strategy="fsdp"`` shards weights, gradients and optimiser state over
@@ -151,8 +155,13 @@ class TrainingMixin:
             self.adata, self.vocab, obs_keys=self.obs_keys_, layer=self.layer_, gene_symbols=self.gene_symbols_key_
         )
         sources, indices = [main], [train_idx]
-        for path in corpus or []:
-            shard = CellSource(path, self.vocab, obs_keys=self.obs_keys_, gene_symbols=self.gene_symbols_key_)
+        has_corpus = corpus is not None and not (isinstance(corpus, list | tuple) and not corpus)
+        keys = {"obs_keys": self.obs_keys_, "gene_symbols": self.gene_symbols_key_}
+        for shard in as_sources(corpus, self.vocab, **keys) if has_corpus else []:
+            if list(shard.obs_keys) != list(self.obs_keys_):
+                msg = f"A corpus source reads the fields {list(shard.obs_keys)}; build it with `obs_keys` for the "
+                msg += f"registered fields, in this order: {list(self.obs_keys_)}."
+                raise ValueError(msg)
             first = shard.read(np.arange(min(256, shard.n_obs)))[0]
             shard.normalize = detect_data_kind(first) != "log_normalized"
             sources.append(shard)
@@ -171,7 +180,7 @@ class TrainingMixin:
         fit_debinning = self.debin_table_ is None or not self.legacy_
         # Cells cut to max_length are counted once: before training, during the de-binning pass over the registered
         # data, when that is all the training data; otherwise by the dataset at the end of each pass (shards too).
-        count_up_front = fit_debinning and not corpus
+        count_up_front = fit_debinning and not has_corpus
         train_ds = TrainingSentenceDataset(
             sources, spec, task_ids, indices=indices, block_size=block, warn_truncation=not count_up_front, **common
         )
@@ -198,6 +207,10 @@ class TrainingMixin:
             positives=positives,
             freeze_trunk=freeze_trunk,
         )
+        if num_workers and not all(s.fork_safe for s in sources) and mp.get_start_method(allow_none=True) != "spawn":
+            # TileDB (SOMA sources) hangs in forked workers: start them with spawn, as tiledbsoma-ml does
+            logger.warning("SOMA corpus: data-loading workers start with 'spawn' from now on (TileDB cannot fork).")
+            mp.set_start_method("spawn", force=True)
         history = fit(
             plan,
             train_ds,

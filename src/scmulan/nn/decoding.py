@@ -130,12 +130,34 @@ def greedy_decode(
         counts.scatter_add_(1, ids, attention_mask.to(torch.int32))
         last_tok = ids[rows, end]
     static_ban = banned.to(device) if banned is not None else torch.zeros(V, dtype=torch.bool, device=device)
+    # Steps restricted to a field's categories compute the head rows of those entities only (K of V columns).
+    plain_heads = all(isinstance(getattr(h, "weight", None), Tensor) for h in (net.entity_head, net.value_head))
+    restrict = plain_heads and not return_logits  # (a quantised head has no weight tensor to take rows of)
+    subsets = [_candidates(allowed, step, static_ban, device) if restrict else None for step in range(n_steps)]
 
     tokens, out_levels, probs, logits_log, values_log = [], [], [], [], []
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     n_generated = torch.full((B,), n_steps, dtype=torch.long, device=device)
     max_level = net.config.n_levels - 1
     for step in range(n_steps):
+        if subsets[step] is not None:
+            tok, lvl, p = _restricted_step(
+                net, last, subsets[step], counts, last_tok if counts is not None else None, end_id
+            )
+            tokens.append(tok)
+            out_levels.append(lvl)
+            probs.append(p)
+            if stop_at_end:
+                newly = (tok == end_id) & ~finished
+                n_generated = torch.where(newly, torch.full_like(n_generated, step + 1), n_generated)
+                finished |= newly
+            if step < n_steps - 1:
+                last = net(tok[:, None], lvl[:, None], None, cache)[:, -1]
+                states.append(last)
+                if counts is not None:
+                    counts[rows, tok] += 1
+                    last_tok = tok
+            continue
         logits, values = net.heads(last)
         logits, values = logits.float(), values.float()  # (B, V)
         if return_logits:
@@ -177,6 +199,49 @@ def greedy_decode(
         values=torch.stack(values_log, 1) if return_logits else None,
         pooled=pooled,
     )
+
+
+def _candidates(
+    allowed: list[Tensor | None] | None, step: int, static_ban: Tensor, device: torch.device
+) -> Tensor | None:
+    """Ids of the entities step ``step`` may choose, when it is restricted to some (``None``: all of them)."""
+    if allowed is None or allowed[step] is None:
+        return None
+    ids = torch.nonzero(allowed[step].to(device) & ~static_ban).squeeze(1)
+    return ids if ids.numel() else None  # nothing allowed: the full path gives every row <E> with probability 0
+
+
+def _restricted_step(
+    net: CSentenceTransformer,
+    last: Tensor,
+    candidates: Tensor,
+    counts: Tensor | None,
+    last_tok: Tensor | None,
+    end_id: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One greedy step over ``candidates`` ``(K,)`` only: both heads at those K entities, not the whole vocabulary.
+
+    The same choice, probability and level as the full step with every other entity banned (their softmax terms are
+    0), from ``K`` head rows instead of ``V``.
+    """
+    head, value_head = net.entity_head, net.value_head
+    logits = torch.nn.functional.linear(
+        last, head.weight[candidates], head.bias[candidates] if head.bias is not None else None
+    ).float()  # (B, K)
+    with_end = torch.cat([candidates, candidates.new_tensor([end_id])])  # a stuck row's level is <E>'s value
+    values = torch.nn.functional.linear(
+        last, value_head.weight[with_end], value_head.bias[with_end] if value_head.bias is not None else None
+    ).float()
+    if counts is not None:  # entities already in the sequence, except the most recent one
+        seen = counts[:, candidates] - (last_tok[:, None] == candidates[None, :]).to(counts.dtype)
+        logits = logits.masked_fill(seen > 0, NEG_INF)
+    stuck = torch.isneginf(logits).all(dim=-1)
+    index = logits.argmax(dim=-1)
+    rows = torch.arange(last.shape[0], device=last.device)
+    tok = torch.where(stuck, end_id, candidates[index])
+    p = torch.where(stuck, 0.0, torch.softmax(logits, dim=-1)[rows, index])
+    lvl = values[rows, torch.where(stuck, len(candidates), index)].round().clamp(0, net.config.n_levels - 1).long()
+    return tok, lvl, p
 
 
 def _last_positions(attention_mask: Tensor, padding: str) -> Tensor:

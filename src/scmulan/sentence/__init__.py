@@ -11,6 +11,7 @@ from ._levels import expression_levels
 from ._normalize import normalize_log1p
 from ._packing import forward_heads, pack_batch, pack_layout, real_token_fraction
 from ._ragged import offsets_from_lengths
+from ._soma import SomaSource
 from ._sources import CellSource, as_sources, encode_metadata, normalize_rows
 from ._tasks import ANNOTATION_FIELDS, TASK_TOKENS, TASKS, TaskSpec, sample_tasks, training_sentences
 
@@ -25,6 +26,7 @@ __all__ = [
     "GeneSegments",
     "Segment",
     "Sentences",
+    "SomaSource",
     "TaskSpec",
     "TrainingSentenceDataset",
     "as_sources",
