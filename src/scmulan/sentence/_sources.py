@@ -103,6 +103,8 @@ class CellSource:
         Apply ``normalize_total(1e4)`` + ``log1p`` to every chunk (for sources holding raw counts).
     """
 
+    fork_safe = True  # readable in a forked DataLoader worker (a SOMA source is not)
+
     def __init__(
         self,
         data: AnnData | str | os.PathLike,
@@ -232,23 +234,31 @@ class CellSource:
 def as_sources(
     data: AnnData | str | os.PathLike | Sequence[AnnData | str | os.PathLike], vocab: Vocabulary, **kwargs
 ) -> list[CellSource]:
-    """One :class:`CellSource` per AnnData or ``.h5ad`` path.
+    """One :class:`CellSource` per AnnData or ``.h5ad`` path, one :class:`~scmulan.sentence.SomaSource` per SOMA query.
 
     Parameters
     ----------
     data
-        An AnnData (in memory or ``backed="r"``), the path of an ``.h5ad`` file, or a list of them (a corpus).
+        An AnnData (in memory or ``backed="r"``), the path of an ``.h5ad`` file, a TileDB-SOMA
+        ``ExperimentAxisQuery``, ``Experiment`` or experiment URI, or a list of them (a corpus). Sources built
+        already (a :class:`CellSource` or :class:`~scmulan.sentence.SomaSource`) are kept as they are.
     vocab
         The model's vocabulary.
     **kwargs
-        Passed to every :class:`CellSource` (``obs_keys``, ``layer``, ``gene_symbols``, ``normalize``).
+        Passed to every source (``obs_keys``, ``layer``, ``gene_symbols``, ``normalize``).
 
     Returns
     -------
     The sources, in the order given.
     """
-    items = [data] if hasattr(data, "obs") or isinstance(data, str | os.PathLike) else list(data)
+    from ._soma import SomaSource, is_soma
+
+    one = hasattr(data, "obs") or isinstance(data, str | os.PathLike | CellSource)
+    items = [data] if one else list(data)
     if not items:
-        msg = "No data given: pass an AnnData, an .h5ad path or a list of them."
+        msg = "No data given: pass an AnnData, an .h5ad path, a SOMA query or a list of them."
         raise ValueError(msg)
-    return [CellSource(item, vocab, **kwargs) for item in items]
+    return [
+        item if isinstance(item, CellSource) else (SomaSource if is_soma(item) else CellSource)(item, vocab, **kwargs)
+        for item in items
+    ]
