@@ -32,6 +32,7 @@ def test_shipped_table_is_small_versioned_and_checked():
     assert table.release == "gencode-v44"
     assert len(table) == sum(meta["n_rows"].values())
     assert load_gene_table() is table  # read once per process
+    assert repr(table).startswith("GeneTable(release='gencode-v44', 45745 genes")
 
 
 @pytest.mark.parametrize(

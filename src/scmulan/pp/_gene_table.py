@@ -31,7 +31,7 @@ _ENSG = re.compile(r"^ENSG(\d{11})$")
 _COLUMNS = ["ensembl_id", "name", "kind"]
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class GeneTable:
     """Names of human genes by Ensembl gene id, for :func:`scmulan.pp.prepare`'s ``gene_table=``.
 
@@ -81,6 +81,10 @@ class GeneTable:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def __repr__(self) -> str:
+        n_genes = len(self._known_ids)
+        return f"GeneTable(release={self.release!r}, {n_genes} genes, {len(self._names)} names, source={self.source!r})"
 
     @classmethod
     def load(

@@ -21,7 +21,7 @@ from scmulan.sentence import normalize_log1p
 
 from ._gene_report import print_gene_report
 from ._gene_source import detect_gene_column
-from ._gene_table import SHIPPED_RELEASE, load_gene_table
+from ._gene_table import SHIPPED_RELEASE, GeneTable, load_gene_table
 from ._genes import STATUSES, AliasesLike, model_gene_list, normalize_gene_ids, read_aliases, resolve_genes
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def prepare(
     layer: str | None = None,
     gene_symbols: str | None = None,
     aliases: AliasesLike | None = None,
-    gene_table: Any = SHIPPED_RELEASE,
+    gene_table: GeneTable | str | Path | None = SHIPPED_RELEASE,
     min_overlap: float = 0.05,
     mod: str = "rna",
     copy: bool = False,
