@@ -35,8 +35,12 @@ def _noise(records) -> list[str]:
     return [str(r.message) for r in records if any(re.search(p, str(r.message)) for p in NOISE)]
 
 
-def test_train_and_finetune_print_no_lightning_noise(small_model, recwarn, capfd, caplog, tmp_path):
+def test_train_and_finetune_print_no_lightning_noise(small_model, recwarn, capfd, caplog, tmp_path, monkeypatch):
     model, adata = small_model
+    # as on a machine with many cores, where Lightning advises more data-loader workers
+    from lightning.pytorch.trainer.connectors import data_connector
+
+    monkeypatch.setattr(data_connector, "suggested_max_num_workers", lambda num_devices: 15)
     # 4 batches of 16: fewer than Lightning's logging interval; a reused checkpoint folder
     model.train(max_epochs=1, batch_size=16, enable_progress_bar=False, checkpoint_dir=tmp_path)
     model.finetune(adata, max_epochs=1, batch_size=16, enable_progress_bar=False)
