@@ -152,7 +152,12 @@ def test_report_is_printed_at_default_verbosity_and_silenced_at_zero(pbmc, scanp
     assert scanpy_log.getvalue() == ""
 
 
-def test_gene_table_none_matches_by_name_only(pbmc):
+def test_gene_table_none_matches_by_name_only(pbmc, scanpy_log):
+    prepare(pbmc, genes=list(pbmc.var_names[:300]), gene_table=None, copy=True)
+    assert "465 unrecognised (e.g. " in scanpy_log.getvalue()
+    assert (
+        "(no gene table: genes the model lacks are not told apart; gene_table=None was passed)" in scanpy_log.getvalue()
+    )
     ensembl, known = ensembl_copy(pbmc)
     with pytest.raises(ValueError, match="below `min_overlap=0.05`"):
         prepare(ensembl, genes=list(pbmc.var_names), gene_table=None, copy=True)

@@ -53,6 +53,8 @@ def gene_report_text(report: Mapping[str, Any]) -> str:
         n = int(report.get(f"n_{status}", 0))
         examples = list(report.get(status, []))[:_N_SHOWN] if status != "not_in_model" else []
         left.append(f"{n} {status.replace('_', ' ')}" + (f" (e.g. {', '.join(examples)})" if n and examples else ""))
+    if not report.get("gene_table") and int(report.get("n_unrecognised", 0)):
+        left[1] += " (no gene table: genes the model lacks are not told apart; gene_table=None was passed)"
     lines.append("    not matched: " + ", ".join(left))
     return "\n".join(lines)
 
