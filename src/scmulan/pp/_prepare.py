@@ -129,9 +129,11 @@ def prepare(
     ``adata.uns['scmulan_prepare']`` : dict
         The report: ``data_kind``, ``normalized``, ``source`` (``"X"`` or ``"layers['…']"``),
         ``original_layer`` (the layer the original ``X`` was kept in, ``""`` if none), ``n_obs``,
-        ``n_vars``, ``n_resolved``, ``n_<status>`` per status, example lists ``renamed``,
-        ``case_matched``, ``ambiguous``, ``unknown`` and ``duplicate`` (≤20 each); with ``genes`` also
-        ``n_model_genes``, ``n_overlap``, ``overlap_fraction`` and ``missing_genes`` (every model gene
+        ``n_vars``, ``n_resolved``, ``n_<status>`` per status, a list of examples per status but ``kept``
+        (≤20 each; ``"old->new"`` for those matched under another name), ``matched_by`` (resolved vars per
+        rule: ``symbol``, ``ensembl_id``, ``alias``, ``suffix_stripped``), ``gene_table`` (its release, ``""``
+        if none) and ``gene_column_note`` (when a ``var`` column was chosen automatically); with ``genes``
+        also ``n_model_genes``, ``n_overlap``, ``overlap_fraction`` and ``missing_genes`` (every model gene
         absent from the data, in model order); and ``params`` (the parameters that were set).
 
     Examples
