@@ -15,7 +15,7 @@ from anndata import ImplicitModificationWarning
 from scipy import sparse
 
 from scmulan._anndata import check_not_backed, copy_data, get_modality, is_mudata
-from scmulan._validation import LOG_NORMALIZED_MAX, summarize_matrix
+from scmulan._validation import LOG_NORMALIZED_MAX, refuse_misprocessed, summarize_matrix
 from scmulan._warnings import warn
 from scmulan.sentence import normalize_log1p
 
@@ -56,8 +56,14 @@ def prepare(
 
     - raw counts (non-negative integers): ``normalize_total(target_sum=1e4)`` + ``log1p``;
     - non-integer unlogged data such as TPM/CPM (maximum above 15): the same, with a warning;
-    - log-normalised data (non-integer, maximum ≤ 15): values are left unchanged;
-    - negative (scaled), NaN or infinite values, an empty or all-zero matrix: a :class:`ValueError`.
+    - log-normalised data (``expm1`` of each cell's values whole multiples of one factor): left unchanged;
+    - log1p of raw counts (``expm1`` gives whole numbers, the cells' totals differ), counts divided by a constant
+      or normalised to a small total without ``log1p`` (e.g. ``counts / 100``), scaled data (negative values, or
+      unit variance per gene as ``sc.pp.scale(zero_center=False)`` leaves it), NaN or infinite values, an empty
+      or all-zero matrix: a :class:`ValueError` naming the fix;
+    - other non-integer data up to 15 (e.g. imputed or ``log2``): used as log-normalised, with a warning.
+
+    The table in the FAQ ("Which input does scmulan accept?") lists how each kind is detected.
 
     Genes are resolved from ``var_names`` (or ``var[gene_symbols]``; without ``gene_symbols``, a common
     symbol column such as CELLxGENE's ``var['feature_name']`` is used instead when it matches more model
@@ -173,6 +179,7 @@ def prepare(
     alias_table = read_aliases(aliases) if aliases is not None else None
 
     summary = summarize_matrix(matrix, name=source, max_rows=None)
+    refuse_misprocessed(summary, name=source)
     table = load_gene_table(gene_table) if gene_table is not None else None
     resolution = resolve_genes(ids, model_genes, alias_table, table)
     gene_column_note = ""
