@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 from anndata import AnnData
 
 from scmulan._warnings import warn
-from scmulan.tl._utils import as_model, finish, record, start, target
+from scmulan.tl._utils import as_model, finish, note_overwrite, record, start, target
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -66,9 +66,11 @@ def embed(
     data, ad = target(adata, mod=mod, copy=copy)
     model = as_model(model)
     started = start(f"computing scmulan embedding ({pooling} pooling)")
-    ad.obsm[f"X_{key_added}"] = model.get_latent_representation(
+    embedding = model.get_latent_representation(
         ad, pooling=pooling, legacy=legacy, batch_size=batch_size, device=device, progress=progress
     )
+    note_overwrite(ad, key_added, "embed", obsm=[f"X_{key_added}"])
+    ad.obsm[f"X_{key_added}"] = embedding
     record(ad, key_added, "embed", {"pooling": pooling, "legacy": legacy, "batch_size": batch_size})
     finish(started, [f"obsm['X_{key_added}']", f"uns['{key_added}']"])
     return data if copy else None

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from anndata import AnnData
 
-from scmulan.tl._utils import as_model, finish, record, start, target
+from scmulan.tl._utils import as_model, finish, note_overwrite, record, start, target
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -63,6 +63,7 @@ def predict_metadata(
     table = model.predict_metadata(
         ad, fields, use_metadata=use_metadata, batch_size=batch_size, device=device, progress=progress
     )
+    note_overwrite(ad, key_added, "predict_metadata", obs=[f"{key_added}_{c}" for c in table.columns])
     added = []
     for column in table.columns:
         key = f"{key_added}_{column}"

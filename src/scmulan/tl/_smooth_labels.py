@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from scmulan.tl._utils import finish, record, start, target
+from scmulan.tl._utils import finish, note_overwrite, record, start, target
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -96,6 +96,7 @@ def smooth_labels(
     score[rows] = share
     smoothed = np.full(ad.n_obs, unassigned, dtype=object)
     smoothed[rows] = np.where((share >= threshold) & (total > 0), winner, unassigned)
+    note_overwrite(ad, key_added, "smooth_labels", obs=[key_added, f"{key_added}_score"])
     ad.obs[key_added] = pd.Categorical(smoothed)
     ad.obs[f"{key_added}_score"] = score.astype(np.float32)
     record(
