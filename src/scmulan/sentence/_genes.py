@@ -209,6 +209,12 @@ def gene_segments(
             raise ValueError(msg)
         perm = np.argsort((rows << 32) | rng.integers(0, 2**32, size=len(tok), dtype=np.int64), kind="stable")
     else:
+        msg = f"`order` must be 'legacy', 'ascending' or 'shuffle', got {order!r}."
+        raise ValueError(msg)
+    offsets = ragged.offsets_from_lengths(np.bincount(rows, minlength=n))
+    return GeneSegments(ids=tok[perm], levels=lvl[perm], offsets=offsets, n_truncated=n_truncated, values=val[perm])
+
+
 def descending_within(genes: GeneSegments, rows: np.ndarray) -> GeneSegments:
     """The segments with the genes of cells ``rows`` (a boolean mask) reordered from the most to the least expressed.
 
@@ -228,12 +234,6 @@ def descending_within(genes: GeneSegments, rows: np.ndarray) -> GeneSegments:
     perm = np.lexsort((minus, cell))  # stable: by cell, then by descending value where reordered
     values = genes.values[perm] if genes.values is not None else None
     return GeneSegments(genes.ids[perm], genes.levels[perm], genes.offsets, genes.n_truncated, values)
-
-
-        msg = f"`order` must be 'legacy', 'ascending' or 'shuffle', got {order!r}."
-        raise ValueError(msg)
-    offsets = ragged.offsets_from_lengths(np.bincount(rows, minlength=n))
-    return GeneSegments(ids=tok[perm], levels=lvl[perm], offsets=offsets, n_truncated=n_truncated, values=val[perm])
 
 
 def warn_truncated(
