@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from anndata import AnnData
 
-from scmulan.tl._utils import as_model, finish, record, start, target
+from scmulan.tl._utils import as_model, finish, note_overwrite, record, start, target
 
 if TYPE_CHECKING:
     from mudata import MuData
@@ -114,6 +114,7 @@ def annotate(
         progress=progress,
     )
     keys = {"coarse": f"{key_added}_coarse", "fine": f"{key_added}_fine", "confidence": f"{key_added}_confidence"}
+    note_overwrite(ad, key_added, "annotate", obs=list(keys.values()), obsm=[f"X_{key_added}"])
     for column, key in keys.items():
         ad.obs[key] = labels[column].to_numpy() if column == "confidence" else labels[column].values
     ad.obsm[f"X_{key_added}"] = embedding
