@@ -56,6 +56,16 @@ def test_a_truncated_weights_file_names_file_and_sizes(copy_dir):
         SCMULAN.load(copy_dir)
 
 
+def test_weights_changed_since_the_save_are_refused(copy_dir):
+    # a flipped bit in the data loads without complaint from safetensors: the recorded CRC-32 catches it
+    weights = copy_dir / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(DamagedFileError, match=rf"{weights} is damaged: its content is not the one saved"):
+        SCMULAN.load(copy_dir)
+
+
 def test_a_truncated_or_invalid_json_file_names_file_and_line(copy_dir):
     vocab = copy_dir / "vocab.json"
     text = vocab.read_text()
@@ -89,7 +99,7 @@ def test_missing_files_are_named(copy_dir, tmp_path):
 def _as_earlier_version(path):
     """Turn a saved directory into the layout of earlier versions: metadata in model.pt, no save records."""
     meta = json.loads((path / "model.json").read_text())
-    for key in ("save_id", "vocab_sha256", "format", "format_version"):
+    for key in ("save_id", "vocab_sha256", "weights_crc32", "format", "format_version"):
         meta.pop(key)
     torch.save(meta, path / "model.pt")
     (path / "model.json").unlink()
