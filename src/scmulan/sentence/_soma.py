@@ -238,7 +238,8 @@ class SomaSource(CellSource):
         if os.getpid() != self._owner:  # TileDB hangs in a forked copy of a process that used it
             msg = (
                 "A SOMA source cannot be read in a forked process (TileDB is not fork-safe): start DataLoader "
-                "workers with `multiprocessing_context='spawn'` (`SCMULAN.train` does this itself)."
+                "workers with `multiprocessing_context='spawn'` (`SCMULAN.train` does this itself), and use "
+                "`strategy='ddp'` or `'ddp_spawn'` rather than `'ddp_notebook'` or `'ddp_fork'`."
             )
             raise RuntimeError(msg)
         if self._handle is None:
