@@ -1,70 +1,82 @@
-"""Conditional generation quality: cells scmulan generates for a cell type vs held-out real cells of that type.
+"""Conditional generation quality: cells generated for a cell type vs held-out real cells of that type, with baselines.
 
-No peer in the scverse stack generates cells from metadata, so scmulan is read against two reference points made of
-real cells, scored with exactly the same metrics and sample sizes:
+Per split seed, the real cells are split 80/20 (stratified by fine type). Every fine type with at least
+``--min-train`` training cells and 10 held-out cells is scored. Each source gives ``n`` cells per type
+(``n = min(--n-generated, training cells of the type in the classifier's other half)``), all scored against the
+held-out real cells of the type with the same metrics:
 
-- ``real_train`` (best case): real *training* cells of the requested type (from the half of the training cells the
-  type classifier below does not learn from) — what a perfect generator would give
-  (they differ from the held-out cells only by sampling);
-- ``pool`` (no conditioning): cells drawn at random from the whole training pool, whatever their type — what a
-  generator that ignores the condition would give at best;
-- ``real_binned`` (quantisation alone): the ``real_train`` cells written as c-sentence levels (ten bins per cell)
-  and read back through the model's de-binning table, as generated cells are. A generated cell can take at most
-  ten values per gene; this row shows how much of the distance to real cells that quantisation alone causes, so that
-  the gap between ``real_binned`` and ``scmulan`` is what the model itself gets wrong.
+- ``scmulan``: ``model.generate({"coarse_cell_type": …, "cell_type": …})`` of a model trained from scratch on the
+  training cells (generation + annotation; ``--objective next`` (default, new models) or ``set`` (the seed's
+  objective, sampled with the original's ``gamma=0.1``)); ``X`` de-binned to log-normalised values;
+- ``independent`` (the floor any model must beat): per type, every gene expressed independently with its
+  training frequency in the type, at a value drawn from its expressed values in the type;
+- ``scvi``: scVI (scvi-tools) trained on the training counts with the fine type as the batch covariate; cells are
+  decoded from ``z ~ N(0, I)`` with the type's batch index and a library size drawn from the type's training cells,
+  counts sampled from the decoder's ZINB, then normalised and log1p-transformed as the data;
+- ``real_train`` (the real-vs-real floor): real training cells of the type (never seen by the type classifier).
 
-A good conditional generator sits near ``real_train``; one that ignores the condition sits near ``pool``.
+Metrics (per type, then averaged over types; mean ± s.d. over seeds):
 
-Per split seed: the shared atlas model (trained on the stratified 80 % of ``scmulan.datasets.synthetic_atlas`` with
-generation, annotation and metadata) generates ``--n-generated`` cells for every fine type that has at least 10
-held-out and 20 training cells, conditioned on ``{"coarse_cell_type": …, "cell_type": …}`` (``model.generate``; ``X`` is
-log-normalised by the model's de-binning table). Each set is compared with the held-out real cells of the same
-type (log-normalised, all genes):
+- ``c2st``: classifier two-sample test, a logistic regression on 30 PCs of the real training cells separating the
+  held-out real cells of the type from the set, 5-fold AUROC (0.5: indistinguishable);
+- ``mmd`` (RBF, median-heuristic bandwidth) and ``energy`` distance in the same PCA;
+- ``genes_ratio``: mean expressed genes per cell of the set / of the held-out real cells (1 is right);
+- ``mean_r``, ``var_r``: Pearson r of the per-gene means / variances with the held-out real cells; ``mean_bias``:
+  mean over genes of the difference of means (log units; 0: no systematic bias); ``zero_mae``: mean absolute
+  difference of the per-gene zero fractions;
+- ``corr_r``: gene–gene correlation agreement, Pearson r between the upper triangles of the correlation matrices of
+  the type's 50 most expressed genes (real held-out vs the set);
+- ``type_acc``: a logistic regression trained on half of the real training cells labels the set: the fraction given
+  the requested type;
+- ``de_r``, ``de_slope``: differential expression recovery, per type the log-fold changes (difference of mean
+  log-expression) of the type vs all other scored types computed within the set's source, against the same in the
+  held-out real cells: Pearson r across genes and the regression slope (< 1: attenuated).
 
-- ``mean_r``: Pearson r of per-gene means; ``own_margin``: ``mean_r`` minus the best r against the real means of any
-  other type (> 0: the set is closest to its own type; ``benchmarks/learning.py``'s ``generation_fidelity``), and
-  ``closest_own``: the fraction of types with margin > 0;
-- ``zero_mae``: mean absolute difference of the per-gene fractions of zeros (0 = the same dropout pattern);
-- ``mmd``: squared MMD (unbiased) with an RBF kernel whose bandwidth is the median pairwise distance of the real
-  training cells (median heuristic; one bandwidth per split, so that every set is measured with the same kernel), and
-  ``energy``: the energy distance, both in a 30-component PCA fitted on the real training cells;
-- ``c2st_auroc``: classifier two-sample test — a random forest (100 trees) separating the real held-out cells of the
-  type from the set, in the same PCA, 5-fold cross-validated AUROC (0.5 = indistinguishable, 1 = fully separable);
-- ``type_accuracy``: a logistic regression trained on one half of the real training cells (fine labels, all genes;
-  the ``real_train`` reference is drawn from the other half) labels the set; the fraction given the requested type (chance = 1 / number of types; on the held-out real cells themselves it
-  reaches the ``classifier_ceiling`` reported alongside);
-- ``genes_per_cell``: mean number of expressed genes per cell (real held-out cells: ``real_genes_per_cell``);
-- ``between_type_r`` (a diagnostic, not a score): the mean r between the per-gene means of the sets made for two
-  different types; near 1 when the sets do not depend on the requested type (``pool``), near the held-out real
-  cells' own value (``real_between_type_r``) for a generator that follows the condition.
-
-Metrics are averaged over types, then mean ± s.d. over seeds.
-
-    python benchmarks/compare_generation.py                   # defaults: reuses the atlas models of the other scripts
-    python benchmarks/compare_generation.py --seeds 0 1 2 3 4 --config small --epochs 100 --atlas-cells 10000 \\
-        --device cuda --n-generated 200                   # the issue's 5 seeds, GPU
+    python benchmarks/compare_generation.py --data pbmc --config small --epochs 40 --seeds 0 1 2 3 4   # the issue
+    python benchmarks/compare_generation.py --data pbmc --config tiny --epochs 30 --seeds 0             # CPU check
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import _compare as C
 import numpy as np
 
-SOURCES = ("scmulan", "real_binned", "real_train", "pool")
+SOURCES = ("scmulan", "independent", "scvi", "real_train")
 METRICS = (
-    "mean_r",
-    "own_margin",
-    "closest_own",
-    "zero_mae",
+    "c2st",
     "mmd",
     "energy",
-    "c2st_auroc",
-    "type_accuracy",
-    "genes_per_cell",
+    "genes_ratio",
+    "mean_r",
+    "mean_bias",
+    "var_r",
+    "zero_mae",
+    "corr_r",
+    "type_acc",
+    "de_r",
+    "de_slope",
 )
+NAMES = {
+    "c2st": "C2ST AUROC →0.5",
+    "mmd": "MMD² ↓",
+    "energy": "energy ↓",
+    "genes_ratio": "genes/cell ratio →1",
+    "mean_r": "mean r ↑",
+    "mean_bias": "mean bias →0",
+    "var_r": "var. r ↑",
+    "zero_mae": "zero-frac. MAE ↓",
+    "corr_r": "gene-gene corr. r ↑",
+    "type_acc": "type acc. ↑",
+    "de_r": "DE LFC r ↑",
+    "de_slope": "DE slope →1",
+}
+
+
+# --------------------------------------------------------------------------------------------------- metrics
 
 
 def mmd_rbf(x: np.ndarray, y: np.ndarray, sigma: float) -> float:
@@ -93,206 +105,267 @@ def energy_distance(x: np.ndarray, y: np.ndarray) -> float:
     from scipy.spatial.distance import cdist
 
     n, m = len(x), len(y)
-    dxy = cdist(x, y).mean()
-    dxx = cdist(x, x).sum() / (n * (n - 1))
-    dyy = cdist(y, y).sum() / (m * (m - 1))
-    return float(2 * dxy - dxx - dyy)
+    return float(2 * cdist(x, y).mean() - cdist(x, x).sum() / (n * (n - 1)) - cdist(y, y).sum() / (m * (m - 1)))
 
 
 def c2st_auroc(real: np.ndarray, other: np.ndarray, seed: int) -> float:
-    """5-fold cross-validated AUROC of a random forest separating ``real`` from ``other``."""
-    from sklearn.ensemble import RandomForestClassifier
+    """5-fold cross-validated AUROC of a logistic regression separating ``real`` from ``other`` (PCA space)."""
+    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     X = np.vstack([real, other])
     y = np.r_[np.zeros(len(real)), np.ones(len(other))]
     folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
-    rf = RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=1)
-    p = cross_val_predict(rf, X, y, cv=folds, method="predict_proba")[:, 1]
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    p = cross_val_predict(clf, X, y, cv=folds, method="predict_proba")[:, 1]
     return float(roc_auc_score(y, p))
 
 
-def binned(cells: np.ndarray, table: np.ndarray, gene_ids: np.ndarray) -> np.ndarray:
-    """Real cells through scmulan's per-cell binning and a de-binning table: what generated cells can look like."""
-    from scmulan.sentence import expression_levels
-
-    rows, cols = np.nonzero(cells > 0)
-    values = cells[rows, cols]
-    levels = expression_levels(values, cells.max(1)[rows])
-    out = np.zeros_like(cells)
-    out[rows, cols] = table[gene_ids[cols], levels]
-    return out
+def _r(x: np.ndarray, y: np.ndarray) -> float:
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
+        return 0.0
+    return float(np.corrcoef(x[ok], y[ok])[0, 1])
 
 
-def between_type_r(means: dict) -> float:
-    """Mean Pearson r between the per-gene means of every pair of types (1: the types are indistinguishable)."""
-    m = np.stack(list(means.values()))
-    r = np.corrcoef(m)
-    return float(r[np.triu_indices(len(m), 1)].mean())
+def corr_agreement(cells: np.ndarray, real: np.ndarray, n_genes: int = 50) -> float:
+    """Pearson r between the gene–gene correlations of ``cells`` and ``real`` over the real cells' top genes."""
+    top = np.argsort(-real.mean(0))[:n_genes]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a, b = np.corrcoef(cells[:, top].T), np.corrcoef(real[:, top].T)
+    iu = np.triu_indices(len(top), 1)
+    return _r(np.nan_to_num(a[iu]), np.nan_to_num(b[iu]))
 
 
-def set_scores(
-    cells: np.ndarray, real: np.ndarray, real_means: dict, t: str, project, classifier, seed: int, sigma: float
-) -> dict:
-    """Every metric of one set of cells (``cells``, log-normalised, cells x genes) against held-out real cells."""
-    gm = cells.mean(0)
-    r = {u: float(np.corrcoef(gm, m)[0, 1]) if gm.std() > 0 else 0.0 for u, m in real_means.items()}
+def set_scores(cells: np.ndarray, real: np.ndarray, t: str, project, classifier, seed: int, sigma: float) -> dict:
+    """The per-set metrics of one set of cells (log-normalised, cells × genes) against held-out real cells."""
     pc_cells, pc_real = project(cells), project(real)
+    gm, rm = cells.mean(0), real.mean(0)
     return {
-        "mean_r": r[t],
-        "own_margin": r[t] - max(v for u, v in r.items() if u != t),
-        "closest_own": float(r[t] > max(v for u, v in r.items() if u != t)),
-        "zero_mae": float(np.abs((cells == 0).mean(0) - (real == 0).mean(0)).mean()),
+        "c2st": c2st_auroc(pc_real, pc_cells, seed),
         "mmd": mmd_rbf(pc_cells, pc_real, sigma),
         "energy": energy_distance(pc_cells, pc_real),
-        "c2st_auroc": c2st_auroc(pc_real, pc_cells, seed),
-        "type_accuracy": float((classifier.predict(cells) == t).mean()),
-        "genes_per_cell": float((cells > 0).sum(1).mean()),
+        "genes_ratio": float((cells > 0).sum(1).mean() / max((real > 0).sum(1).mean(), 1e-9)),
+        "mean_r": _r(gm, rm),
+        "mean_bias": float((gm - rm).mean()),
+        "var_r": _r(cells.var(0), real.var(0)),
+        "zero_mae": float(np.abs((cells == 0).mean(0) - (real == 0).mean(0)).mean()),
+        "corr_r": corr_agreement(cells, real),
+        "type_acc": float((classifier.predict(cells) == t).mean()),
     }
 
 
+def de_scores(sets: dict, real_sets: dict) -> dict:
+    """Per type, LFC of the type vs the other types within a source against the same in the held-out real cells."""
+    out = {}
+    for t in sets:
+        others = [u for u in sets if u != t]
+        lfc = sets[t].mean(0) - np.vstack([sets[u] for u in others]).mean(0)
+        real_lfc = real_sets[t].mean(0) - np.vstack([real_sets[u] for u in others]).mean(0)
+        slope = float(np.polyfit(real_lfc, lfc, 1)[0]) if np.ptp(real_lfc) > 0 else 0.0
+        out[t] = {"de_r": _r(lfc, real_lfc), "de_slope": slope}
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- baselines
+
+
+def independent_cells(X_type: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Each gene independently expressed with its frequency in ``X_type``, at one of its expressed values there."""
+    nz = (X_type > 0).sum(0)  # (G,)
+    on = rng.random((n, X_type.shape[1])) < nz / len(X_type)
+    ordered = -np.sort(-X_type, axis=0)  # each column's expressed values first
+    pick = np.floor(rng.random((n, X_type.shape[1])) * np.maximum(nz, 1)).astype(int)
+    values = np.take_along_axis(ordered, pick, axis=0)
+    return np.where(on, values, 0.0).astype(np.float32)
+
+
+def scvi_sampler(counts_train, labels: np.ndarray, args, seed: int):
+    """scVI with the fine type as batch covariate; returns ``sample(type, n, rng) -> log-normalised cells``."""
+    import anndata as ad
+    import torch
+
+    adata = ad.AnnData(counts_train.astype(np.float32))
+    adata.obs["cell_type"] = labels.astype(str)
+    model = C.scvi_model(adata, batch_key="cell_type", epochs=args.scvi_epochs, seed=seed, device=args.device)
+    module = model.module.cpu().eval()
+    categories = list(model.adata_manager.get_state_registry("batch").categorical_mapping)
+    library = np.asarray(counts_train.sum(1)).ravel()
+
+    def sample(t: str, n: int, rng: np.random.Generator) -> np.ndarray:
+        lib = rng.choice(library[labels == t], n)
+        torch.manual_seed(int(rng.integers(2**31)))
+        with torch.no_grad():
+            z = torch.randn(n, module.n_latent)
+            batch = torch.full((n, 1), categories.index(t), dtype=torch.long)
+            out = module.generative(
+                z=z, library=torch.log(torch.as_tensor(lib, dtype=torch.float32))[:, None], batch_index=batch
+            )
+            counts = out["px"].sample().numpy()
+        total = np.maximum(counts.sum(1, keepdims=True), 1)
+        return np.log1p(counts / total * 1e4).astype(np.float32)
+
+    return sample
+
+
+# --------------------------------------------------------------------------------------------------- scmulan
+
+
+def train_model(args, ref, seed: int):
+    """scmulan trained from scratch on ``ref`` with generation + annotation, or the identical cached model."""
+    import scmulan
+
+    fields = ("coarse_cell_type", "cell_type")
+    key = {"data": args.data, "obj": args.objective, "cfg": args.config, "ep": args.epochs, "lr": args.lr or "auto"}
+    key.update({"bs": args.batch_size, "seed": seed, "n": ref.n_obs, "code": C.code_fingerprint()})
+    key.update({"fields": fields, "tasks": ("generation", "annotation")})
+    path = C._model_dir(key)
+    info_file = path / "benchmark_info.json"
+    scmulan.SCMULAN.setup_anndata(ref, **{f"{f}_key": f for f in fields})
+    if not args.retrain and info_file.exists():
+        info = json.loads(info_file.read_text())
+        if info.get("key") == json.loads(json.dumps(key)):
+            return scmulan.SCMULAN.load(path, adata=ref), {**info, "cached": True}
+    model = scmulan.SCMULAN(ref, config=args.config, generation_objective=args.objective)
+    t0 = time.perf_counter()
+    model.train(
+        max_epochs=args.epochs,
+        tasks=("generation", "annotation"),
+        lr=args.lr,
+        batch_size=args.batch_size,
+        train_size=1.0,
+        seed=seed,
+        accelerator=C.accelerator(args.device),
+        enable_progress_bar=False,
+    )
+    info = {"key": json.loads(json.dumps(key)), "train_seconds": time.perf_counter() - t0}
+    model.save(path, overwrite=True)
+    info_file.write_text(json.dumps(info, indent=1))
+    return model, {**info, "cached": False}
+
+
 def run_split(args, data, seed: int) -> dict:
-    """Generate for every type of one split and score scmulan and the two references."""
+    """Train, generate and score every source for one split."""
     train_idx, test_idx = C.split(data.obs["cell_type"], seed)
     ref, test = data[train_idx].copy(), data[test_idx].copy()
     X_train, X_test = C.dense(ref.X), C.dense(test.X)
     y_train = ref.obs["cell_type"].astype(str).to_numpy()
     y_test = test.obs["cell_type"].astype(str).to_numpy()
-    coarse_of = dict(zip(ref.obs["cell_type"].astype(str), ref.obs["coarse_cell_type"].astype(str), strict=True))
+    coarse_of = dict(zip(y_train, ref.obs["coarse_cell_type"].astype(str), strict=True))
     values, counts = np.unique(y_test, return_counts=True)
-    types = [t for t, c in zip(values, counts, strict=True) if c >= 10 and (y_train == t).sum() >= 20]
-    if not types:
-        msg = f"seed {seed}: no cell type has 10 held-out and 20 training cells; use a larger atlas (--atlas-cells)"
+    types = [t for t, c in zip(values, counts, strict=True) if c >= 10 and (y_train == t).sum() >= args.min_train]
+    if len(types) < 2:
+        msg = f"seed {seed}: fewer than 2 types with 10 held-out and {args.min_train} training cells"
         raise SystemExit(msg)
 
-    C.log(f"seed {seed}: scmulan ({args.config}, {args.epochs} epochs)")
-    model, info = C.atlas_model(args, ref, seed)
+    C.log(f"seed {seed}: scmulan ({args.config}, {args.epochs} epochs, objective {args.objective})")
+    model, info = train_model(args, ref, seed)
+    gamma = 0.1 if args.objective == "set" else None  # the seed's default vs the calibrated stop
     t0 = time.perf_counter()
     conditions = {"coarse_cell_type": [coarse_of[t] for t in types], "cell_type": types}
-    generated = model.generate(conditions, args.n_generated, seed=seed, device=args.device, progress=False)
+    generated = model.generate(conditions, args.n_generated, seed=seed, gamma=gamma, device=args.device, progress=False)
     gen_seconds = time.perf_counter() - t0
-    generated = generated[:, list(data.var_names)]  # the model's genes are the atlas's, in the same order
-    X_gen = C.dense(generated.X)
+    column = generated.var_names.get_indexer(data.var_names)  # the data's genes; -1: not a model gene (never made)
+    X_gen = np.where(column >= 0, C.dense(generated.X)[:, column], 0.0).astype(np.float32)
     gen_types = generated.obs["cell_type"].astype(str).to_numpy()
-    C.log(f"seed {seed}: generated {len(X_gen)} cells in {gen_seconds:.0f} s; scoring")
+    C.log(f"seed {seed}: generated {len(X_gen)} cells in {gen_seconds:.0f} s; baselines and scoring")
 
+    rng = np.random.default_rng(seed)
+    counts_train = C.dense(ref.layers["counts"])
+    sample_scvi = scvi_sampler(counts_train, y_train, args, seed) if "scvi" in args.sources else None
     project = C.pca_fit(X_train, 30, seed)
     sigma = median_distance(project(X_train), seed)
-    # The type classifier learns from one half of the training cells; the `real_train` reference is drawn from the
-    # other half, so that it is scored on cells the classifier never saw, like the generated ones.
     half_a, half_b = C.split(y_train, seed, test_size=0.5)
     classifier = C.logreg_fit(X_train[half_a], y_train[half_a], seed=seed)
     ceiling = float((classifier.predict(X_test) == y_test).mean())
-    real_means = {t: X_test[y_test == t].mean(0) for t in types}
-    gene_ids = model.vocab.token_ids("gene", list(data.var_names))
-    rng = np.random.default_rng(seed)
-    per_type = {s: {} for s in SOURCES}
-    set_means = {s: {} for s in SOURCES}
+    sources = [s for s in SOURCES if s in args.sources]
+    per_type = {s: {} for s in sources}
+    sets = {s: {} for s in sources}
+    real_sets = {}
     for t in types:
         real = X_test[y_test == t]
+        real_sets[t] = real
         own_train = half_b[y_train[half_b] == t]
         n = min(args.n_generated, len(own_train))
-        real_train = X_train[rng.choice(own_train, n, replace=False)]
-        sets = {
-            "scmulan": X_gen[gen_types == t][:n],
-            "real_binned": binned(real_train, model.debin_table_, gene_ids),
-            "real_train": real_train,
-            "pool": X_train[rng.choice(len(X_train), n, replace=False)],
+        candidates = {
+            "scmulan": lambda t=t, n=n: X_gen[gen_types == t][:n],
+            "independent": lambda t=t, n=n: independent_cells(X_train[y_train == t], n, rng),
+            "scvi": lambda t=t, n=n: sample_scvi(t, n, rng),
+            "real_train": lambda n=n, own=own_train: X_train[rng.choice(own, n, replace=False)],
         }
-        for s, cells in sets.items():
-            per_type[s][t] = set_scores(cells, real, real_means, t, project, classifier, seed, sigma)
-            set_means[s][t] = cells.mean(0)
-    scores = {s: {m: float(np.mean([v[m] for v in per_type[s].values()])) for m in METRICS} for s in SOURCES}
-    for s in SOURCES:
-        scores[s]["between_type_r"] = between_type_r(set_means[s])
-    real_between = between_type_r(real_means)
+        for s in sources:
+            cells = candidates[s]()
+            sets[s][t] = cells
+            per_type[s][t] = set_scores(cells, real, t, project, classifier, seed, sigma)
+    for s in sources:
+        for t, d in de_scores(sets[s], real_sets).items():
+            per_type[s][t].update(d)
+    scores = {s: {m: float(np.mean([v[m] for v in per_type[s].values()])) for m in METRICS} for s in sources}
     return {
         "seed": seed,
-        "n_train": ref.n_obs,
-        "n_test": test.n_obs,
         "types": types,
-        "chance": 1.0 / len(types),
         "classifier_ceiling": ceiling,
+        "chance": 1.0 / len(types),
         "real_genes_per_cell": float((X_test > 0).sum(1).mean()),
-        "real_between_type_r": real_between,
-        "mmd_bandwidth": sigma,
-        "generation_seconds": gen_seconds,
+        "generated_genes_per_cell": float((X_gen > 0).sum(1).mean()),
         "ended_fraction": float(generated.obs["ended"].mean()),
+        "generation_seconds": gen_seconds,
         "scmulan_training": info,
         "scores": scores,
         "per_type": per_type,
     }
 
 
-def print_table(summary: dict, runs: list[dict]) -> str:
-    """Markdown table: one row per source."""
-    names = {
-        "mean_r": "mean r ↑",
-        "own_margin": "own-type margin ↑",
-        "closest_own": "closest own ↑",
-        "zero_mae": "zero-frac. MAE ↓",
-        "mmd": "MMD² ↓",
-        "energy": "energy ↓",
-        "c2st_auroc": "C2ST AUROC →0.5",
-        "type_accuracy": "type acc. ↑",
-        "genes_per_cell": "genes/cell",
-    }
-    rows = [[s, *(C.fmt(summary[s][m], 1 if m == "genes_per_cell" else 3) for m in METRICS)] for s in SOURCES]
-    text = C.markdown_table(["cells", *(names[m] for m in METRICS)], rows)
-    chance = np.mean([r["chance"] for r in runs])
+def print_table(summary: dict, runs: list[dict], sources: list[str]) -> str:
+    """Markdown table: one row per source, then the scmulan C2ST per type."""
+    rows = [[s, *(C.fmt(summary[s][m], 3) for m in METRICS)] for s in sources]
+    text = C.markdown_table(["cells", *(NAMES[m] for m in METRICS)], rows)
     ceiling = np.mean([r["classifier_ceiling"] for r in runs])
     real_genes = np.mean([r["real_genes_per_cell"] for r in runs])
-    between = {s: C.fmt(summary[s]["between_type_r"]) for s in SOURCES}
-    real_between = np.mean([r["real_between_type_r"] for r in runs])
     text += (
-        f"\n\n{len(runs[0]['types'])} types; type accuracy: chance {chance:.3f}, the classifier on held-out real cells "
-        f"{ceiling:.3f}; real held-out cells express {real_genes:.1f} genes on average. Mean r between the sets made "
-        f"for two different types: {', '.join(f'{s} {v}' for s, v in between.items())} (held-out real cells: "
-        f"{real_between:.3f})."
+        f"\n\n{len(runs[0]['types'])} types; type accuracy on held-out real cells {ceiling:.3f} (chance "
+        f"{np.mean([r['chance'] for r in runs]):.3f}); held-out real cells express {real_genes:.1f} genes, "
+        f"scmulan's {np.mean([r['generated_genes_per_cell'] for r in runs]):.1f}; cells ended with <E>: "
+        f"{np.mean([r['ended_fraction'] for r in runs]):.3f}."
     )
-    text += "\n\nPer cell type (mean ± s.d. over the seeds where the type was scored):\n\n" + per_type_table(runs)
+    types = sorted({t for r in runs for t in r["types"]})
+    header = ["cell type", *(f"C2ST {s}" for s in sources)]
+    per = [
+        [
+            t,
+            *(
+                C.fmt(C.mean_sd([r["per_type"][s][t]["c2st"] for r in runs if t in r["per_type"][s]]), 2)
+                for s in sources
+            ),
+        ]
+        for t in types
+    ]
+    text += "\n\nPer cell type:\n\n" + C.markdown_table(header, per)
     print(text)
     return text
-
-
-PER_TYPE = (
-    ("mean_r", "mean r"),
-    ("zero_mae", "zero-frac. MAE"),
-    ("c2st_auroc", "C2ST AUROC"),
-    ("type_accuracy", "type acc."),
-)
-
-
-def per_type_table(runs: list[dict]) -> str:
-    """Markdown table: per requested type, the main metrics of scmulan, ``real_binned`` and ``real_train``."""
-    types = sorted({t for r in runs for t in r["types"]})
-    shown = {"scmulan": "scmulan", "real_binned": "binned", "real_train": "real"}
-    header = ["cell type", *(f"{label} {name}" for _, label in PER_TYPE for name in shown.values())]
-    rows = []
-    for t in types:
-        cells = [
-            C.fmt(C.mean_sd([r["per_type"][s][t][m] for r in runs if t in r["per_type"][s]]), 2)
-            for m, _ in PER_TYPE
-            for s in shown
-        ]
-        rows.append([t, *cells])
-    return C.markdown_table(header, rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     C.add_common_args(parser)
-    parser.add_argument("--n-generated", type=int, default=40, help="cells per type (default: %(default)s)")
+    parser.add_argument("--data", choices=("pbmc", "atlas"), default="pbmc", help="data set (default: %(default)s)")
+    parser.add_argument("--objective", choices=("next", "set"), default="next", help="scmulan generation objective")
+    parser.add_argument("--n-generated", type=int, default=100, help="cells per type (default: %(default)s)")
+    parser.add_argument("--min-train", type=int, default=25, help="training cells a type needs (default: %(default)s)")
+    parser.add_argument("--sources", nargs="+", default=list(SOURCES), help="sources to score (default: all)")
     args = parser.parse_args()
     started = time.perf_counter()
     C.setup_runtime(args.threads)
-    data = C.load_atlas(args)
+    data = C.load_pbmc() if args.data == "pbmc" else C.load_atlas(args)
     runs = [run_split(args, data, seed) for seed in args.seeds]
-    summary = {s: C.aggregate([r["scores"][s] for r in runs]) for s in SOURCES}
+    sources = [s for s in SOURCES if s in args.sources]
+    summary = {s: C.aggregate([r["scores"][s] for r in runs]) for s in sources}
     results = {"n_cells": data.n_obs, "n_genes": data.n_vars, "runs": runs, "summary": summary}
-    results["table_markdown"] = print_table(summary, runs)
-    C.write_report("compare_generation", args, results, started, args.out)
+    results["table_markdown"] = print_table(summary, runs, sources)
+    C.write_report(f"compare_generation_{args.data}_{args.objective}", args, results, started, args.out)
 
 
 if __name__ == "__main__":

@@ -48,9 +48,31 @@ def debinning_table(chunks: Iterable[sparse.csr_matrix], col_token: np.ndarray, 
     return table.astype(np.float32)
 
 
-def debin(table: np.ndarray | None, ids: np.ndarray, levels: np.ndarray) -> np.ndarray:
-    """Log-normalised values of (gene id, level) pairs; ``level / 10`` (fraction of the cell maximum) without a table."""
+def debin(
+    table: np.ndarray | None, ids: np.ndarray, levels: np.ndarray, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """Log-normalised values of (gene id, level) pairs; ``level / 10`` (fraction of the cell maximum) without a table.
+
+    Parameters
+    ----------
+    table
+        The de-binning table of :func:`debinning_table`, or ``None``.
+    ids, levels
+        Gene token ids and their levels.
+    rng
+        Draw each value within its level's range instead of taking the level's mean: level ``k`` spans
+        ``((k - 1) / 10, k / 10]`` of a cell's maximum, so the mean ``table[g, k]`` (at the bin's centre,
+        ``(k - 0.5) / 10``) is scaled by ``(k - 1 + u) / (k - 0.5)`` with ``u`` uniform in ``(0, 1]``, never above the
+        mean at level 10 (the cell's maximum itself). ``None``: the mean (the seed's behaviour).
+    """
     levels = np.asarray(levels, dtype=np.int64)
     if table is None:
         return (levels / 10.0).astype(np.float32)
-    return table[np.asarray(ids, dtype=np.int64), levels]
+    values = table[np.asarray(ids, dtype=np.int64), levels]
+    if rng is None:
+        return values
+    k = levels.astype(np.float64)
+    u = 1.0 - rng.random(len(levels))  # (0, 1]
+    factor = np.where(k > 0, (k - 1 + u) / np.maximum(k - 0.5, 0.5), 0.0)
+    factor = np.where(k >= 10, np.minimum(factor, 1.0), factor)
+    return (values * factor).astype(np.float32)

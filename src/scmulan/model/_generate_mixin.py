@@ -68,8 +68,9 @@ class GenerationMixin:
         -------
         A new AnnData (cells × model genes): ``obs`` holds the conditions, ``n_genes`` and ``ended`` (the cell
         ended with ``<E>`` rather than at ``max_length``); ``layers["levels"]`` the generated levels 1..10;
-        ``X`` the levels de-binned to log-normalised values (per-gene, per-level means of the training data; without
-        a table, e.g. for the original checkpoint, ``level / 10`` = fraction of the cell's maximum).
+        ``X`` the levels de-binned to log-normalised values (per-gene, per-level means of the training data, drawn
+        within each level's range for next-entity models, see :func:`~scmulan.model._debin.debin`; without a table,
+        e.g. for the original checkpoint, ``level / 10`` = fraction of the cell's maximum).
         """
         from scipy import sparse
 
@@ -120,8 +121,14 @@ class GenerationMixin:
         levels = sparse.csr_matrix(
             (out.levels[keep].astype(np.float32), (rows[keep], column[out.ids[keep]])), shape=shape
         )
+        # next-entity models: values drawn within each level's range (the set objective and legacy: the level mean)
+        next_entity = self.module.config.generation_objective == "next" and not legacy
+        within = np.random.default_rng(seed) if next_entity else None
         values = sparse.csr_matrix(
-            (debin(self.debin_table_, out.ids[keep], out.levels[keep]), (rows[keep], column[out.ids[keep]])),
+            (
+                debin(self.debin_table_, out.ids[keep], out.levels[keep], rng=within),
+                (rows[keep], column[out.ids[keep]]),
+            ),
             shape=shape,
         )
         obs = table.copy()

@@ -74,8 +74,30 @@ def _groups(adata: AnnData, groupby: str, name: str) -> pd.Series:
     return column.astype(str).where(column.notna(), "NA")
 
 
-def _joint_umap(real_x, generated_x, n_pcs: int) -> tuple[np.ndarray, np.ndarray]:
-    """UMAP of real and generated cells in the PCA space fitted on the real cells only (new objects only)."""
+def c2st_auroc(real_pcs: np.ndarray, generated_pcs: np.ndarray, seed: int = 0) -> float:
+    """Classifier two-sample test AUROC of real vs generated cells (0.5: indistinguishable, 1: fully separable).
+
+    A logistic regression (standardised inputs) separating the two sets, 5-fold cross-validated, in the given
+    coordinates (the real cells' PCA space).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = np.vstack([real_pcs, generated_pcs])
+    y = np.r_[np.zeros(len(real_pcs)), np.ones(len(generated_pcs))]
+    n_splits = int(min(5, len(real_pcs), len(generated_pcs)))
+    if n_splits < 2:
+        return float("nan")
+    folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
+    return float(roc_auc_score(y, cross_val_predict(clf, X, y, cv=folds, method="predict_proba")[:, 1]))
+
+
+def _real_pca(real_x, generated_x, n_pcs: int) -> np.ndarray:
+    """Real then generated cells in the PCA space fitted on the real cells only (new objects only)."""
     import scanpy as sc
 
     n_comps = min(n_pcs, real_x.shape[0] - 1, real_x.shape[1] - 1)
@@ -86,14 +108,30 @@ def _joint_umap(real_x, generated_x, n_pcs: int) -> tuple[np.ndarray, np.ndarray
     sc.pp.pca(fit, n_comps=n_comps, random_state=0)
     loadings = np.asarray(fit.varm["PCs"], dtype=np.float64)
     offset = _mean(real_x) @ loadings
-    pcs = np.vstack([real_x @ loadings - offset, generated_x @ loadings - offset])
+    return np.vstack([real_x @ loadings - offset, generated_x @ loadings - offset])
+
+
+def _joint_umap(real_x, generated_x, n_pcs: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """UMAP of real and generated cells in the real cells' PCA space, and the C2ST AUROC in that space."""
+    import scanpy as sc
+
+    pcs = _real_pca(real_x, generated_x, n_pcs)
     n_cells = pcs.shape[0]
     joint = AnnData(obs=pd.DataFrame(index=[str(i) for i in range(n_cells)]))
     joint.obsm["X_pca"] = pcs.astype(np.float32)
     sc.pp.neighbors(joint, use_rep="X_pca", n_neighbors=min(15, n_cells - 1), random_state=0)
     sc.tl.umap(joint, random_state=0)
     coords = np.asarray(joint.obsm["X_umap"])
-    return coords[: real_x.shape[0]], coords[real_x.shape[0] :]
+    n_real = real_x.shape[0]
+    return coords[:n_real], coords[n_real:], c2st_auroc(pcs[:n_real], pcs[n_real:])
+
+
+def generation_c2st(real: AnnData, generated: AnnData, *, layer: str | None = None, n_pcs: int = 30) -> float:
+    """The C2ST AUROC :func:`generated_vs_real` prints, without the figure (shared genes, real cells' PCA)."""
+    genes = _shared_genes(real, generated)
+    real_x, generated_x = _matrix(real, genes, layer, "real"), _matrix(generated, genes, layer, "generated")
+    pcs = _real_pca(real_x, generated_x, n_pcs)
+    return c2st_auroc(pcs[: real.n_obs], pcs[real.n_obs :])
 
 
 def _palette(labels: list[str]) -> dict[str, str]:
@@ -152,7 +190,9 @@ def generated_vs_real(
        correlation in the title (and, with ``groupby``, one colour and one correlation per group present
        in both objects);
     2. a joint UMAP of all cells, coloured by source (real or generated): the PCA is fitted on the real
-       cells only and applied to both, then neighbours and UMAP are computed on a new object;
+       cells only and applied to both, then neighbours and UMAP are computed on a new object; the title gives
+       the classifier two-sample test AUROC (a logistic regression separating real from generated cells in that
+       PCA, 5-fold; 0.5: indistinguishable, 1: fully separable);
     3. with ``groupby``, the same UMAP coloured by group.
 
     Neither input is modified. Both should hold log-normalised values in the same scale (``X`` of
@@ -205,7 +245,7 @@ def generated_vs_real(
     logger.info("comparing %d real and %d generated cells over %d genes", real.n_obs, generated.n_obs, len(genes))
     real_mean, generated_mean = _mean(real_x), _mean(generated_x)
     r_all = _pearson(real_mean, generated_mean)
-    real_umap, generated_umap = _joint_umap(real_x, generated_x, n_pcs)
+    real_umap, generated_umap, auroc = _joint_umap(real_x, generated_x, n_pcs)
 
     if user_axes is None:
         fig, axes = plt.subplots(1, n_panels, figsize=(5.0 * n_panels + 1.5, 4.5), layout="constrained")
@@ -238,7 +278,7 @@ def generated_vs_real(
     for source, coords in (("real", real_umap), ("generated", generated_umap)):
         ax.scatter(*coords.T, s=size, color=SOURCE_COLORS[source], alpha=0.7, linewidths=0, label=source)
     _legend_outside(ax)
-    ax.set_title("joint UMAP (PCA of real cells)")
+    ax.set_title(f"joint UMAP (PCA of real cells); C2ST AUROC = {auroc:.2f}")
 
     if groupby is not None:
         ax = axes[2]
