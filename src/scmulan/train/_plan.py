@@ -16,6 +16,7 @@ from torch import Tensor
 
 from scmulan.nn.model import CSentenceTransformer
 from scmulan.sentence import TASKS, forward_heads
+from scmulan.train._generation_objective import combine, heads_with_levels, next_entity_objective
 from scmulan.train._objective import set_objective
 
 logger = logging.getLogger(__name__)
@@ -184,17 +185,25 @@ class CSentenceTrainingPlan(pl.LightningModule):
         self.checkpoint_dir = None  # set by `fit`: where a NaN-loss error points the user
 
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
-        entity_logits, values = forward_heads(self.net, batch)  # padded layout; packed rows if the batch has them
+        nxt, groups = None, batch["groups"]
+        if self.net.config.generation_objective == "next":  # generation sentences: next entity + level head
+            entity_logits, values, level_logits = heads_with_levels(self.net, batch)
+            nxt = next_entity_objective(entity_logits, level_logits, batch["ids"], batch["levels"], groups)
+            groups = nxt.other_groups  # the label positions are left to the set objective
+        else:
+            entity_logits, values = forward_heads(self.net, batch)  # padded layout; packed rows if the batch has them
         out = set_objective(
             entity_logits,
             values,
             batch["ids"],
             batch["levels"],
-            batch["groups"],
+            groups,
             entity_weight=self.entity_weight,
             value_weight=self.value_weight,
             positives=self.positives,
         )
+        if nxt is not None:
+            out = combine(out, nxt, entity_weight=self.entity_weight, value_weight=self.value_weight)
         finite = bool(torch.isfinite(out.loss))
         if self._trainer is not None and self.trainer.world_size > 1:
             # one process stopping alone would leave the others waiting in the next collective
