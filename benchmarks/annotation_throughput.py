@@ -73,6 +73,7 @@ REPO = HERE.parent
 METHODS = ("ours_constrained", "ours_legacy", "baseline")
 BASELINE_FP32 = "baseline_fp32"  # with --dtype bf16: the baseline again in fp32, to compare with ours_legacy
 LEGACY_VOCAB_SIZE = 2222
+INT8 = "ours_int8"  # --int8: annotate(quantize=True), the CPU's opt-in int8 path
 
 
 # ---------------------------------------------------------------------------- memory
@@ -218,12 +219,16 @@ def build_inputs(args, preset: str, workdir: Path) -> dict:
 
 
 def methods(args) -> tuple[str, ...]:
-    """The methods of a run: with ``--dtype bf16`` also the fp32 baseline (the reference of ``ours_legacy``)."""
-    return METHODS + ((BASELINE_FP32,) if args.dtype == "bf16" else ())
+    """The methods of a run: with ``--dtype bf16`` also the fp32 baseline (the reference of ``ours_legacy``); with
+    ``--int8`` also ``ours_int8`` (``annotate(quantize=True)``: int8 dynamic quantisation of the linear layers, CPU)."""
+    extra = (INT8,) if getattr(args, "int8", False) else ()
+    return METHODS + extra + ((BASELINE_FP32,) if args.dtype == "bf16" else ())
 
 
 def method_dtype(name: str, args) -> str:
     """Precision a method runs in: legacy decoding is always fp32 in the package; the rest follow ``--dtype``."""
+    if name == INT8:
+        return "int8"
     return "fp32" if name in ("ours_legacy", BASELINE_FP32) else args.dtype
 
 
@@ -297,6 +302,7 @@ def run_method(name: str, model, adata, prompts, args, device):
         return run_baseline(model, prompts, device, method_dtype(name, args))
     labels, embedding = model.annotate(
         adata,
+        quantize=name == INT8,
         legacy=name == "ours_legacy",
         batch_size=args.batch_size,
         device=device,
@@ -464,7 +470,7 @@ def bench_preset(args, preset: str, workdir: Path, peak_flops: dict[str, float])
                 "cells_per_s": n / best,
                 "tokens_per_s": float(tokens / best),
                 "model_tflops_per_s": flops / best / 1e12,
-                "fraction_of_matmul_peak": flops / best / peak_flops[method_dtype(name, args)],
+                "fraction_of_matmul_peak": flops / best / peak_flops.get(method_dtype(name, args), peak_flops["fp32"]),
             }
     # the baseline is the original algorithm: it must agree with the legacy mode (both fp32) on the cells it ran
     ours_labels, ours_emb = outputs["ours_legacy"]
@@ -474,11 +480,18 @@ def bench_preset(args, preset: str, workdir: Path, peak_flops: dict[str, float])
         "labels_equal_fraction": float(np.mean(ours_labels[:n_base] == base_labels)),
         "embedding_max_abs_diff": float(np.abs(ours_emb[:n_base] - base_emb).max()),
     }
+    if INT8 in outputs:  # the int8 path against the fp32 one it replaces (the same decoding otherwise)
+        agreement["int8_vs_fp32_labels_equal_fraction"] = float(
+            np.mean(outputs[INT8][0] == outputs["ours_constrained"][0])
+        )
+        agreement["int8_vs_fp32_min_embedding_cosine"] = _min_cosine(outputs[INT8][1], outputs["ours_constrained"][1])
     if not args.no_memory:
         for name in methods(args):
             n = n_base if name.startswith("baseline") else args.n_cells
             results[name].update(_memory_in_subprocess(name, inputs, args, n))
-    for name in ("ours_constrained", "ours_legacy"):
+    if INT8 in results:
+        results[INT8]["speedup_vs_fp32"] = results[INT8]["cells_per_s"] / results["ours_constrained"]["cells_per_s"]
+    for name in ("ours_constrained", "ours_legacy", *([INT8] if INT8 in results else [])):
         reference = reference_baseline(name, args)
         results[name]["speedup_vs"] = reference
         results[name]["speedup_vs_baseline"] = results[name]["cells_per_s"] / results[reference]["cells_per_s"]
@@ -495,6 +508,11 @@ def bench_preset(args, preset: str, workdir: Path, peak_flops: dict[str, float])
         "baseline_agreement": agreement,
         "methods": results,
     }
+
+
+def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float(np.min((a * b).sum(1) / np.maximum(den, 1e-12)))
 
 
 def _table(report: dict) -> str:
@@ -521,7 +539,63 @@ def _table(report: dict) -> str:
             f"baseline vs legacy ({a['dtype']}): labels equal {100 * a['labels_equal_fraction']:.0f}%, "
             f"embedding max |diff| {a['embedding_max_abs_diff']:.1e}"
         )
+        if "int8_vs_fp32_labels_equal_fraction" in a:
+            int8 = run["methods"][INT8]
+            lines.append(
+                f"{'':<11} int8 vs fp32: {int8['speedup_vs_fp32']:.2f}x cells/s, labels equal "
+                f"{100 * a['int8_vs_fp32_labels_equal_fraction']:.1f}%, min embedding cosine "
+                f"{a['int8_vs_fp32_min_embedding_cosine']:.4f}"
+            )
     return "\n".join(lines)
+
+
+def int8_on_trained(preset: str, epochs: int, repeats: int = 2) -> dict:
+    """``annotate(quantize=True)`` against fp32 on a model trained on PBMC (random weights give near-tied logits).
+
+    A ``preset`` network trained ``epochs`` epochs on ``scmulan.datasets.pbmc68k()`` (700 cells, generation and
+    annotation), then all 700 cells annotated in fp32 and in int8, alternating, best of ``repeats``.
+    """
+    import time
+    import warnings
+
+    import scmulan
+
+    data = scmulan.datasets.pbmc68k()
+    scmulan.pp.prepare(data)
+    scmulan.SCMULAN.setup_anndata(data, coarse_cell_type_key="coarse_cell_type", cell_type_key="cell_type")
+    model = scmulan.SCMULAN(data, config=preset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=epochs, batch_size=32, enable_progress_bar=False, tasks=["generation", "annotation"])
+
+    def run(quantize: bool) -> tuple[np.ndarray, np.ndarray, float]:
+        t = time.perf_counter()
+        labels, emb = model.annotate(data, quantize=quantize, return_embedding=True, progress=False, calibrated=False)
+        return labels["fine"].astype(str).to_numpy(), emb, time.perf_counter() - t
+
+    run(False), run(True)  # warm-up
+    best = {False: float("inf"), True: float("inf")}
+    out = {}
+    for _ in range(repeats):
+        for quantize in (False, True):
+            labels, emb, seconds = run(quantize)
+            best[quantize] = min(best[quantize], seconds)
+            out[quantize] = (labels, emb)
+    (ref, ref_emb), (q, q_emb) = out[False], out[True]
+    cos = (q_emb * ref_emb).sum(1) / np.linalg.norm(q_emb, axis=1) / np.linalg.norm(ref_emb, axis=1)
+    same = q == ref
+    return {
+        "preset": preset,
+        "epochs": epochs,
+        "cells": int(data.n_obs),
+        "fp32_cells_per_s": data.n_obs / best[False],
+        "int8_cells_per_s": data.n_obs / best[True],
+        "speedup": best[False] / best[True],
+        "labels_equal_fraction": float(same.mean()),
+        "median_embedding_cosine": float(np.median(cos)),
+        "min_embedding_cosine_same_label": float(cos[same].min()) if same.any() else float("nan"),
+        "fp32_accuracy": float((ref == data.obs["cell_type"].astype(str).to_numpy()).mean()),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -545,8 +619,16 @@ def main(argv: list[str] | None = None) -> None:
         help="the original meta_info.pt (default: searched; 'synthetic': a synthetic one)",
     )
     p.add_argument("--no-memory", action="store_true", help="skip the per-method memory subprocesses")
+    p.add_argument("--int8", action="store_true", help="also time annotate(quantize=True) (CPU int8) against fp32")
+    p.add_argument(
+        "--int8-trained",
+        type=int,
+        metavar="EPOCHS",
+        default=None,
+        help="only: train each preset EPOCHS epochs on PBMC, then int8 vs fp32 labels, embeddings and speed",
+    )
     p.add_argument("--out", type=Path, default=HERE / "results" / "annotation_throughput.json")
-    p.add_argument("--child", choices=(*METHODS, BASELINE_FP32), help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=(*METHODS, BASELINE_FP32, INT8), help=argparse.SUPPRESS)
     p.add_argument("--child-inputs", help=argparse.SUPPRESS)
     p.add_argument("--child-n-cells", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -563,6 +645,18 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.int8_trained is not None:
+        rows = [int8_on_trained(preset, args.int8_trained, max(1, args.repeats)) for preset in args.preset]
+        for r in rows:
+            print(
+                f"{r['preset']}: {r['epochs']} epochs on PBMC, fp32 accuracy {r['fp32_accuracy']:.1%}; int8 vs fp32: "
+                f"{r['speedup']:.2f}x cells/s ({r['int8_cells_per_s']:.0f} vs {r['fp32_cells_per_s']:.0f}), labels "
+                f"equal {r['labels_equal_fraction']:.2%}, median embedding cosine {r['median_embedding_cosine']:.5f}"
+            )
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(rows, indent=1))
+        print(f"written {args.out}")
+        return
     from scmulan._device import resolve_device
 
     device = resolve_device(args.device)

@@ -18,6 +18,12 @@ pbmc`` trains on ``scmulan.datasets.pbmc68k()`` (765 genes, ~200-token sentences
 
     python benchmarks/training_throughput.py                                  # tiny and small on this CPU
     python benchmarks/training_throughput.py --data pbmc --preset tiny --steps 10 --threads 1
+
+``--estimate`` only does arithmetic (nothing runs): the tokens, FLOPs and GPU-hours of pre-training the released
+scMulan-v1 network on a corpus, at given MFUs and a given peak (defaults: the original's "equivalent of 100 million
+cells", i.e. ten passes over its 10M-cell corpus; 540 and 700 tokens per cell; H100 SXM dense bf16 peak 989 TFLOP/s):
+
+    python benchmarks/training_throughput.py --estimate
     python benchmarks/training_throughput.py --preset scmulan-v1 --device cuda --precision bf16 --batch-size 16
 """
 
@@ -175,6 +181,32 @@ def run(
     return rows
 
 
+def estimate(cells_seen: float, tokens_per_cell: list[float], peak_tflops: float, mfus: list[float]) -> list[dict]:
+    """Pre-training arithmetic for the released scMulan-v1 network (|V| = 2,222): tokens, FLOPs, GPU-hours."""
+    from scmulan.nn import TransformerConfig
+
+    config = TransformerConfig.from_preset("scmulan-v1", vocab_size=RELEASED["scmulan-v1"]["vocab_size"])
+    rows = []
+    for length in tokens_per_cell:
+        tokens = cells_seen * length
+        flops = flops_per_token(config, length) * tokens
+        for mfu in mfus:
+            hours = flops / (mfu * peak_tflops * 1e12) / 3600
+            rows.append(
+                {
+                    "cells_seen": cells_seen,
+                    "tokens_per_cell": length,
+                    "tokens": tokens,
+                    "flops_per_token": flops_per_token(config, length),
+                    "total_flops": flops,
+                    "peak_tflops": peak_tflops,
+                    "mfu": mfu,
+                    "gpu_hours": hours,
+                }
+            )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", nargs="+", default=["tiny", "small"])
@@ -187,11 +219,26 @@ def main() -> None:
         "--genes", type=int, default=None, help="genes of the synthetic atlas (default: 2000 for scmulan-v1, else 500)"
     )
     parser.add_argument("--data", choices=["atlas", "pbmc"], default="atlas")
+    parser.add_argument("--estimate", action="store_true", help="only the pre-training arithmetic (see above)")
+    parser.add_argument("--cells-seen", type=float, default=100e6)
+    parser.add_argument("--tokens-per-cell", type=float, nargs="+", default=[540, 700])
+    parser.add_argument("--peak-tflops", type=float, default=989.0)
+    parser.add_argument("--mfu", type=float, nargs="+", default=[0.3, 0.4, 0.5])
     parser.add_argument("--packing", choices=["both", "padded", "packed"], default="both")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", default="benchmarks/results/training_throughput.json")
     args = parser.parse_args()
 
+    if args.estimate:
+        print(
+            f"{'cells seen':>11s} {'tok/cell':>8s} {'tokens':>9s} {'GFLOP/tok':>9s} {'EFLOP':>7s} {'MFU':>4s} {'GPU-h':>7s}"
+        )
+        for r in estimate(args.cells_seen, args.tokens_per_cell, args.peak_tflops, args.mfu):
+            print(
+                f"{r['cells_seen']:11.3g} {r['tokens_per_cell']:8.0f} {r['tokens']:9.3g} "
+                f"{r['flops_per_token'] / 1e9:9.2f} {r['total_flops'] / 1e18:7.1f} {r['mfu']:4.0%} {r['gpu_hours']:7.0f}"
+            )
+        return
     import torch
 
     if args.threads:
