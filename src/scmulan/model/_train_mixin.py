@@ -283,6 +283,8 @@ class TrainingMixin:
             weights=tuple(weights.get(t, 0.0) for t in TASKS),
             metadata_fields=tuple(metadata_fields) if metadata_fields is not None else None,
             context_dropout=context_dropout,
+            # the next-entity objective reads generation sentences from the most to the least expressed gene
+            generation_order="descending" if self.module.config.generation_objective == "next" else "shuffle",
         )
 
     @staticmethod
@@ -347,8 +349,6 @@ class TrainingMixin:
         check_log_normalized(self._matrix(adata, registry["setup_args"].get("layer")), where="SCMULAN.finetune")
         obs_keys = self._registered_obs_keys(registry)
         vocab = self.vocab
-            # the next-entity objective reads generation sentences from the most to the least expressed gene
-            generation_order="descending" if self.module.config.generation_objective == "next" else "shuffle",
         for field in obs_keys:
             categories = [str(c) for c in manager.get_state_registry(registry_key(field))["categorical_mapping"]]
             vocab = vocab.extend(field, categories)
