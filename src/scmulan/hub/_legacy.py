@@ -79,8 +79,8 @@ def config_from_model_args(model_args: dict[str, Any]) -> TransformerConfig:
         bias=bool(args.get("bias", False)),
         head_bias=False,
         dropout=float(args.get("dropout", 0.0)),
-    )
         generation_objective="set",  # the original's unordered gene set: no level head, gamma-controlled stop
+    )
 
 
 def map_legacy_state_dict(state_dict: dict[str, Any], config: TransformerConfig) -> dict[str, Any]:

@@ -74,9 +74,9 @@ class GenerationMixin:
         """
         from scipy import sparse
 
+        self._require_task("generation", "generate")
         if gamma is None:
             gamma = 1.0 if self.module.config.generation_objective == "next" and not legacy else 0.1
-        self._require_task("generation", "generate")
         _check_sampling(temperature=temperature, gamma=gamma, top_k=top_k, batch_size=batch_size)
         table = self._conditions_table(conditions, n_cells)
         fields = [f for f in self.vocab.metadata_fields if f in table.columns]
