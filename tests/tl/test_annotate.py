@@ -66,9 +66,11 @@ def test_end_to_end_annotation(dataset, request):
         "restrict_to_cell_types": False,
         "use_metadata": True,
         "batch_size": 32,
+        "open_set": False,
+        "calibrated": True,
     }
     # the same answers as the model method; the input expression is untouched and the query never registered
-    labels, embedding = model.annotate(query, return_embedding=True, progress=False)
+    labels, embedding = model.annotate(query, batch_size=32, return_embedding=True, progress=False)
     assert list(query.obs["scmulan_fine"].astype(str)) == list(labels["fine"].astype(str))
     np.testing.assert_allclose(query.obs["scmulan_confidence"], labels["confidence"], atol=1e-6)
     np.testing.assert_allclose(query.obsm["X_scmulan"], embedding, atol=1e-6)
@@ -230,5 +232,5 @@ def test_a_tampered_checkpoint_is_refused_clearly(atlas_model_dir, atlas_query, 
     vocab = json.loads((broken / "vocab.json").read_text())
     vocab["tokens"].append(["cell_type", "Extra"])
     (broken / "vocab.json").write_text(json.dumps(vocab))
-    with pytest.raises(ValueError, match=r"Vocabulary \(\d+ entities\) and network \(\d+\) do not match"):
+    with pytest.raises(ValueError, match=r"vocab.json is not the vocabulary saved with"):
         scmulan.tl.annotate(atlas_query, broken, progress=False)

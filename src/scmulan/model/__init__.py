@@ -1,6 +1,16 @@
 """The scvi-tools model class :class:`~scmulan.SCMULAN` (imports torch, Lightning and scvi-tools)."""
 
+from ._calibration import Calibration, calibrate, expected_calibration_error, reliability_bins
 from ._model import SCMULAN
 from ._pretrained import clear_pretrained_cache, load_pretrained, resolve_model
 
-__all__ = ["SCMULAN", "clear_pretrained_cache", "load_pretrained", "resolve_model"]
+__all__ = [
+    "SCMULAN",
+    "Calibration",
+    "calibrate",
+    "clear_pretrained_cache",
+    "expected_calibration_error",
+    "load_pretrained",
+    "reliability_bins",
+    "resolve_model",
+]

@@ -40,6 +40,8 @@ class InferenceMixin:
         device: str | torch.device = "auto",
         return_embedding: bool = False,
         progress: bool = True,
+        calibrated: bool = True,
+        open_set: bool = False,
         quantize: bool = False,
     ) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
         """Coarse and fine cell types of every cell, with confidences.
@@ -69,6 +71,13 @@ class InferenceMixin:
             Also return the hidden state at the first decoded cell type (``(n_cells, width)``).
         progress
             Show a progress bar.
+        calibrated
+            When the model was calibrated (:meth:`calibrate`; ``train`` does it with its validation cells), report
+            calibrated ``confidence`` and ``coarse_confidence`` (the raw path probability is kept as
+            ``raw_confidence``). Legacy decoding is never calibrated.
+        open_set
+            Label cells unlike every reference type ``"Unknown"`` (coarse and fine), by their annotation embedding's
+            distance to the reference types (needs a calibrated model; adds ``open_set_score``).
         quantize
             On the CPU, decode with an int8 copy of the network (dynamic quantisation of its linear layers): faster
             for small models, labels agree with fp32 on about 99 % of cells or more (see the performance guide).
@@ -76,8 +85,8 @@ class InferenceMixin:
         Returns
         -------
         A DataFrame indexed like ``adata.obs`` with ``coarse``, ``fine`` (categoricals; missing for cells with no
-        expressed model gene), ``confidence`` (probability of the decoded coarse-then-fine path), ``coarse_confidence``,
-        ``fine_confidence`` and ``n_genes``.
+        expressed model gene), ``confidence`` (probability of the decoded coarse-then-fine path; calibrated: the
+        probability that the fine label is right), ``coarse_confidence``, ``fine_confidence`` and ``n_genes``.
         """
         self._require_task("annotation", "annotate")
         fields = self.annotation_fields
@@ -153,7 +162,7 @@ class InferenceMixin:
                 max_genes=self._max_genes(len(source.obs_keys)),
                 device=device,
                 progress=progress,
-                embedding="first" if return_embedding else None,
+                embedding="first" if return_embedding or open_set else None,
                 quantize=quantize,
             )
             # each step's output must be a category of its field; anything else (possible without the constraint)
@@ -181,6 +190,10 @@ class InferenceMixin:
             },
             index=_obs_names(adata),
         )
+        if not legacy and (calibrated or open_set):
+            from scmulan.model._calibration import apply_calibration
+
+            apply_calibration(frame, embedding, getattr(self, "calibration_", None), open_set=open_set)
         return (frame, embedding) if return_embedding else frame
 
     def _cell_type_mask(self) -> np.ndarray:

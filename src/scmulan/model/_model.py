@@ -289,6 +289,7 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
             trained_tasks = TASKS if legacy else ()
         self.trained_tasks_ = list(trained_tasks)
         self.debin_table_ = debin_table
+        self.calibration_ = None  # set by `calibrate` (see scmulan.model._calibration)
         self._model_summary_string = (
             f"SCMULAN{' (original scMulan checkpoint)' if legacy else ''}: {net.config.n_layer} layers, "
             f"{net.config.n_head} heads, width {net.config.n_embd}, {net.num_parameters():,} parameters; "
@@ -386,6 +387,7 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
             "metadata_fields_": self.metadata_fields_,
             "is_trained_": self.is_trained_,
             "trained_tasks_": self.trained_tasks_,
+            "calibration_": getattr(self, "calibration_", None),
             "history_": {k: v.reset_index().to_dict(orient="list") for k, v in (self.history_ or {}).items()},
         }
         extra = {"debin_table": self.debin_table_} if self.debin_table_ is not None else {}
@@ -445,6 +447,7 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
         model.is_trained_ = attrs["is_trained_"]
         # saves older than trained_tasks_ did not record it: assume every task (as they were never refused)
         model.trained_tasks_ = list(attrs.get("trained_tasks_", TASKS if model.is_trained_ else []))
+        model.calibration_ = attrs.get("calibration_")  # absent from saves older than calibration
         model.history_ = {k: pd.DataFrame(v).set_index(v and list(v)[0]) for k, v in attrs["history_"].items()}
         saved = os.path.join(dir_path, _io.ADATA_FILE)
         if adata is None and os.path.exists(saved):
@@ -501,6 +504,33 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
                 "vocabulary."
             )
             raise ValueError(msg)
+
+    def calibrate(self, adata: AnnData | None = None, *, quantile: float = 0.95, **kwargs: Any) -> Any:
+        """Calibrate annotation confidences and fit the open-set threshold on labelled held-out cells.
+
+        ``train`` calls it with its validation cells (``train_size`` < 1); call it yourself with cells the model
+        never trained on, e.g. after :meth:`finetune` or for a model trained on all its cells. Afterwards
+        :meth:`annotate` reports calibrated confidences and can flag cells of unseen types (``open_set=True``).
+        The result is saved with the model.
+
+        Parameters
+        ----------
+        adata
+            Held-out cells with the registered cell-type columns; ``None``: the model's validation cells.
+        quantile
+            Fraction of held-out cells of known types that stay below the open-set threshold (the rest are the
+            expected false "Unknown" calls).
+        **kwargs
+            ``max_reference_cells``, ``batch_size``, ``device``, ``seed`` (see
+            :func:`scmulan.model.calibrate`).
+
+        Returns
+        -------
+        The fitted :class:`~scmulan.model.Calibration` (held-out ECE before and after, the threshold).
+        """
+        from scmulan.model._calibration import calibrate
+
+        return calibrate(self, adata, quantile=quantile, **kwargs)
 
     @classmethod
     def from_pretrained(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from anndata import AnnData
 
-from scmulan._validation import check_log_normalized, detect_data_kind
+from scmulan._validation import check_log_normalized, needs_normalization
 from scmulan.model._debin import debinning_table
 from scmulan.model._fields import registry_key
 from scmulan.model._resize import extend_network
@@ -21,6 +21,15 @@ if TYPE_CHECKING:
     from lightning.pytorch.strategies import Strategy
 
 logger = logging.getLogger(__name__)
+
+#: Objective defaults of :meth:`TrainingMixin.train` (``plan_kwargs``), chosen by the ablation in
+#: ``benchmarks/annotation_ablation.py`` (see the objective page of the user guide).
+DEFAULT_PLAN: dict[str, Any] = {
+    "label_loss": "softmax",
+    "logit_adjustment": 0.0,
+    "label_smoothing": 0.0,
+    "task_loss_weights": (1.0, 1.0, 1.0),
+}
 
 
 class TrainingMixin:
@@ -57,6 +66,7 @@ class TrainingMixin:
         num_workers: int = 0,
         chunk_size: int = 2048,
         seed: int = 0,
+        plan_kwargs: dict[str, Any] | None = None,
         **trainer_kwargs: Any,
     ) -> None:
         """Train on the registered AnnData (and an optional corpus streamed from disk) with the multitask objective.
@@ -120,6 +130,14 @@ class TrainingMixin:
             Data-loading workers, and cells read and bucketed by length together.
         seed
             Seed of the data split, the task sampling and the run.
+        plan_kwargs
+            Options of the objective (see :doc:`/user_guide/annotation`): ``label_loss`` (``"softmax"``, the
+            default: a softmax over each label field's categories at label positions; ``"bce"``: the original's
+            sigmoid over the whole vocabulary), ``logit_adjustment`` (τ of the training-label prior added to the label
+            logits during training, default ``DEFAULT_PLAN["logit_adjustment"]``), ``label_smoothing``,
+            ``task_loss_weights`` (each task's share of the loss in (generation, annotation, metadata) order,
+            default ``DEFAULT_PLAN["task_loss_weights"]``; ``None``: the plain batch mean), and any other
+            :class:`~scmulan.train.CSentenceTrainingPlan` argument.
         **trainer_kwargs
             Other :class:`lightning.pytorch.Trainer` arguments, e.g. ``callbacks``, ``max_steps`` or
             ``logger=lightning.pytorch.loggers.TensorBoardLogger("runs/")`` (added to the CSV log that
@@ -163,7 +181,7 @@ class TrainingMixin:
                 msg += f"registered fields, in this order: {list(self.obs_keys_)}."
                 raise ValueError(msg)
             first = shard.read(np.arange(min(256, shard.n_obs)))[0]
-            shard.normalize = detect_data_kind(first) != "log_normalized"
+            shard.normalize = needs_normalization(first, name="the first cells of a corpus source")
             sources.append(shard)
             indices.append(None)
         self._check_labels(spec, sources, indices)
@@ -197,16 +215,28 @@ class TrainingMixin:
         if lr is None:
             width = self.module.config.n_embd
             lr = 3e-3 if width <= 256 else 1e-3 if width <= 768 else 3e-4
-        plan = CSentenceTrainingPlan(
-            self.module,
-            lr=lr,
-            weight_decay=weight_decay,
-            warmup_steps=warmup_steps,
-            entity_weight=entity_weight,
-            value_weight=value_weight,
-            positives=positives,
-            freeze_trunk=freeze_trunk,
-        )
+        options = {**DEFAULT_PLAN, **(plan_kwargs or {})}
+        label_loss = options.pop("label_loss")
+        tau, smoothing = options.pop("logit_adjustment"), options.pop("label_smoothing")
+        if label_loss not in ("softmax", "bce"):
+            msg = f"plan_kwargs['label_loss'] must be 'softmax' or 'bce', got {label_loss!r}."
+            raise ValueError(msg)
+        labels = None
+        if label_loss == "softmax":
+            from scmulan.train import LabelTargets
+
+            seen = [s.metadata[ix] if ix is not None else s.metadata for s, ix in zip(sources, indices, strict=True)]
+            labels = LabelTargets.from_vocabulary(self.vocab, np.concatenate(seen), tau=tau, label_smoothing=smoothing)
+        explicit = {
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "warmup_steps": warmup_steps,
+            "entity_weight": entity_weight,
+            "value_weight": value_weight,
+            "positives": positives,
+            "freeze_trunk": freeze_trunk,
+        }
+        plan = CSentenceTrainingPlan(self.module, labels=labels, **{**explicit, **options})
         if num_workers and not all(s.fork_safe for s in sources) and mp.get_start_method(allow_none=True) != "spawn":
             # TileDB (SOMA sources) hangs in forked workers: start them with spawn, as tiledbsoma-ml does
             logger.warning("SOMA corpus: data-loading workers start with 'spawn' from now on (TileDB cannot fork).")
@@ -237,9 +267,33 @@ class TrainingMixin:
         self.trained_tasks_ = [t for t in TASKS if t in learnt or t in self.trained_tasks_]
         self.train_indices_, self.validation_indices_ = train_idx, val_idx
         self.test_indices_ = np.sort(perm[n_train + n_val :])
+        self._calibrate_after_training(spec, val_idx, accelerator)
         trained_fields = [f for f, m in zip(spec.fields, spec.metadata_columns, strict=True) if m]
         if spec.weights[TASKS.index("metadata")] > 0 and trained_fields:
             self.metadata_fields_ = trained_fields
+
+    def _calibrate_after_training(self, spec: TaskSpec, val_idx: np.ndarray, accelerator: str) -> None:
+        """Calibrate on the validation cells when annotation was trained and at least 10 of them are labelled."""
+        self.calibration_ = None  # a calibration of earlier weights no longer holds
+        if spec.weights[TASKS.index("annotation")] <= 0 or len(val_idx) < 10:
+            return
+        columns = [self.obs_keys_[f] for f in self.annotation_fields if f in self.obs_keys_]
+        labelled = self.adata.obs.iloc[val_idx][columns].notna().all(1).to_numpy() if columns else np.zeros(0, bool)
+        if labelled.sum() < 10:
+            return
+        device = "cpu" if accelerator == "cpu" else "auto"
+        try:
+            cal = self.calibrate(self.adata[val_idx[labelled]], device=device)
+        except ValueError as e:  # e.g. too few validation cells express a model gene
+            logger.info("not calibrated: %s", e)
+            return
+        logger.info(
+            "calibrated on %d validation cells: ECE %.3f -> %.3f, open-set threshold %.2f",
+            cal.n_heldout,
+            cal.ece_before,
+            cal.ece_after,
+            cal.threshold,
+        )
 
     @staticmethod
     def _task_token(task: str) -> str:

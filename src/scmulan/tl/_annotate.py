@@ -29,6 +29,8 @@ def annotate(
     device: str = "auto",
     mod: str = "rna",
     progress: bool = True,
+    open_set: bool = False,
+    calibrated: bool = True,
     copy: bool = False,
 ) -> AnnData | MuData | None:
     """Annotate cells with coarse and fine cell types (dual hierarchical annotation).
@@ -71,6 +73,13 @@ def annotate(
         MuData modality.
     progress
         Show a progress bar.
+    open_set
+        Label cells unlike every reference type ``"Unknown"`` (both levels): a cell whose annotation embedding lies
+        farther from every reference type than the threshold set on held-out reference cells (recorded in
+        ``uns[key_added]["open_set"]``). Needs a calibrated model (``model.train`` with validation cells, or
+        ``model.calibrate``).
+    calibrated
+        Write calibrated confidences when the model is calibrated (the probability that the fine label is right).
     copy
         Return a copy instead of writing into ``adata``.
 
@@ -83,7 +92,10 @@ def annotate(
     ``adata.obs['{key_added}_fine']`` : categorical
         Fine cell type.
     ``adata.obs['{key_added}_confidence']`` : float
-        Probability of the decoded coarse-then-fine path.
+        Probability of the decoded coarse-then-fine path; for a calibrated model, the calibrated probability that
+        the fine label is right.
+    ``adata.obs['{key_added}_open_set_score']`` : float
+        With ``open_set=True``: distance to the nearest reference type (``"Unknown"`` above the threshold).
     ``adata.obsm['X_{key_added}']`` : array
         Final hidden state at the first decoded cell type (the cell embedding).
     ``adata.uns['{key_added}']['params']``
@@ -97,6 +109,8 @@ def annotate(
         "restrict_to_cell_types": restrict_to_cell_types,
         "use_metadata": use_metadata,
         "batch_size": batch_size,
+        "open_set": open_set,
+        "calibrated": calibrated,
     }
     data, ad = target(adata, mod=mod, copy=copy)
     model = as_model(model)
@@ -112,12 +126,24 @@ def annotate(
         device=device,
         return_embedding=True,
         progress=progress,
+        open_set=open_set,
+        calibrated=calibrated,
     )
     keys = {"coarse": f"{key_added}_coarse", "fine": f"{key_added}_fine", "confidence": f"{key_added}_confidence"}
+    if open_set:
+        keys["open_set_score"] = f"{key_added}_open_set_score"
     note_overwrite(ad, key_added, "annotate", obs=list(keys.values()), obsm=[f"X_{key_added}"])
     for column, key in keys.items():
-        ad.obs[key] = labels[column].to_numpy() if column == "confidence" else labels[column].values
+        ad.obs[key] = labels[column].values if column in ("coarse", "fine") else labels[column].to_numpy()
     ad.obsm[f"X_{key_added}"] = embedding
     record(ad, key_added, "annotate", params)
+    if open_set:
+        cal = model.calibration_
+        ad.uns[key_added]["open_set"] = {
+            "threshold": cal["threshold"],
+            "quantile": cal["quantile"],
+            "n_heldout": cal["n_heldout"],
+            "n_unknown": int((labels["fine"] == "Unknown").sum()),
+        }
     finish(started, [f"obs['{k}']" for k in keys.values()] + [f"obsm['X_{key_added}']", f"uns['{key_added}']"])
     return data if copy else None

@@ -6,23 +6,33 @@ Importing this module imports torch and Lightning; ``import scmulan`` does not i
 from ._checkpoints import latest_finite_checkpoint
 from ._fit import fit, history_from_csv, resolve_precision, resolve_strategy
 from ._fsdp import BlockFSDPStrategy, full_state_dict
-from ._objective import ObjectiveOutput, remaining_set_mask, set_objective
+from ._objective import (
+    LabelTargets,
+    ObjectiveOutput,
+    label_cross_entropy,
+    remaining_set_mask,
+    set_objective,
+    task_balanced_weights,
+)
 from ._plan import CSentenceTrainingPlan, NonFiniteLossError, clip_grad_norm, parameter_groups, warmup_cosine
 
 __all__ = [
     "BlockFSDPStrategy",
     "CSentenceTrainingPlan",
+    "LabelTargets",
     "NonFiniteLossError",
     "ObjectiveOutput",
     "clip_grad_norm",
     "fit",
     "full_state_dict",
     "history_from_csv",
+    "label_cross_entropy",
     "latest_finite_checkpoint",
     "parameter_groups",
     "remaining_set_mask",
     "resolve_precision",
     "resolve_strategy",
     "set_objective",
+    "task_balanced_weights",
     "warmup_cosine",
 ]

@@ -17,7 +17,7 @@ from torch import Tensor
 from scmulan.nn.model import CSentenceTransformer
 from scmulan.sentence import TASKS, forward_heads
 from scmulan.train._generation_objective import combine, heads_with_levels, next_entity_objective
-from scmulan.train._objective import set_objective
+from scmulan.train._objective import LabelTargets, set_objective, task_balanced_weights
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +134,13 @@ class CSentenceTrainingPlan(pl.LightningModule):
         original's plain multi-hot BCE (see :func:`~scmulan.train.set_objective`).
     freeze_trunk
         Train only the embeddings and the heads (fine-tuning on little data); the blocks and final norm stay fixed.
+    labels
+        Metadata fields and their categories: label positions are trained with a softmax over the label's field
+        (see :class:`~scmulan.train.LabelTargets`); ``None``: the original's BCE everywhere.
+    task_loss_weights
+        Share of the loss of each task in :data:`~scmulan.sentence.TASKS` order: every task present in a batch
+        contributes its weight, split among its sentences (:func:`~scmulan.train.task_balanced_weights`); ``None``:
+        every sentence alike (the batch mean, so tasks weigh what their sampled share of sentences weighs).
 
     Notes
     -----
@@ -171,6 +178,8 @@ class CSentenceTrainingPlan(pl.LightningModule):
         value_weight: float = 1.0,
         positives: str = "mean",
         freeze_trunk: bool = False,
+        labels: LabelTargets | None = None,
+        task_loss_weights: tuple[float, ...] | None = None,
     ) -> None:
         super().__init__()
         self.net = net
@@ -178,6 +187,8 @@ class CSentenceTrainingPlan(pl.LightningModule):
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
         self.entity_weight, self.value_weight, self.positives = entity_weight, value_weight, positives
         self.freeze_trunk = freeze_trunk
+        self.labels = labels
+        self.task_loss_weights = None if task_loss_weights is None else torch.tensor(task_loss_weights)
         if freeze_trunk:
             for module in (*net.blocks, net.ln_f):
                 module.requires_grad_(False)
@@ -192,6 +203,10 @@ class CSentenceTrainingPlan(pl.LightningModule):
             groups = nxt.other_groups  # the label positions are left to the set objective
         else:
             entity_logits, values = forward_heads(self.net, batch)  # padded layout; packed rows if the batch has them
+        weights = None
+        if self.task_loss_weights is not None:
+            weights = task_balanced_weights(batch["task"], self.task_loss_weights.to(entity_logits.device))
+        labels = self.labels.to(entity_logits.device) if self.labels is not None else None
         out = set_objective(
             entity_logits,
             values,
@@ -201,9 +216,13 @@ class CSentenceTrainingPlan(pl.LightningModule):
             entity_weight=self.entity_weight,
             value_weight=self.value_weight,
             positives=self.positives,
+            labels=labels,
+            sentence_weight=weights,
         )
         if nxt is not None:
-            out = combine(out, nxt, entity_weight=self.entity_weight, value_weight=self.value_weight)
+            out = combine(
+                out, nxt, entity_weight=self.entity_weight, value_weight=self.value_weight, sentence_weight=weights
+            )
         finite = bool(torch.isfinite(out.loss))
         if self._trainer is not None and self.trainer.world_size > 1:
             # one process stopping alone would leave the others waiting in the next collective

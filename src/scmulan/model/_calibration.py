@@ -1,0 +1,341 @@
+"""Calibrated annotation confidence and open-set detection, fitted on held-out reference cells.
+
+Two things a softmax over cell types cannot say by itself, both learnt after training from labelled cells the
+network did not train on:
+
+- **Calibrated confidence.** The decoded path probability of a cell is mapped through an isotonic (monotone) fit of
+  "was the label right" on held-out cells, so that among cells with confidence 0.8 about 80 % are right. Being
+  monotone, it never changes which cell is more confident than which; the labels are unchanged.
+- **Open set.** A query cell unlike every reference type should not get one of them with confidence 0.99. Each cell's
+  annotation embedding is scored by its smallest Mahalanobis distance to the reference types' centroids (one
+  covariance shared by the types, shrunk towards its mean variance; Lee et al., NeurIPS 2018). The threshold is the
+  ``quantile`` of the held-out reference cells' scores, so about ``1 - quantile`` of cells of known types are flagged
+  by construction; a cell above it is labelled ``"Unknown"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+UNKNOWN = "Unknown"
+
+
+@dataclass
+class Calibration:
+    """What :func:`fit_calibration` learnt; JSON-serialisable through :meth:`to_dict` / :meth:`from_dict`.
+
+    Attributes
+    ----------
+    confidence_knots, confidence_values
+        The isotonic map of the path confidence (the probability that the fine label is right).
+    coarse_knots, coarse_values
+        The same for the coarse confidence (the probability that the coarse label is right).
+    classes
+        Reference fine types whose centroids the open-set score uses.
+    centroids
+        ``(n_classes, width)`` their mean annotation embeddings.
+    precision
+        ``(width, width)`` inverse of the shared, shrunk covariance.
+    threshold
+        Open-set score above which a cell is ``"Unknown"``.
+    quantile
+        The held-out quantile that set ``threshold``.
+    n_heldout
+        Held-out cells the fit used.
+    ece_before, ece_after
+        Expected calibration error of the path confidence on the held-out cells, before and after the map (the
+        latter is in-sample: an optimistic figure; the benchmarks measure it on other cells).
+    """
+
+    confidence_knots: list[float]
+    confidence_values: list[float]
+    coarse_knots: list[float]
+    coarse_values: list[float]
+    classes: list[str]
+    centroids: list[list[float]]
+    precision: list[list[float]]
+    threshold: float
+    quantile: float
+    n_heldout: int
+    ece_before: float
+    ece_after: float
+
+    def to_dict(self) -> dict:
+        """Plain lists and numbers (what a saved model stores)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Calibration:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**d)
+
+    def confidence(self, p: np.ndarray) -> np.ndarray:
+        """Calibrated path confidence of raw path probabilities ``p`` (NaN stays NaN)."""
+        return _apply(self.confidence_knots, self.confidence_values, p)
+
+    def coarse_confidence(self, p: np.ndarray) -> np.ndarray:
+        """Calibrated coarse confidence of raw coarse probabilities ``p``."""
+        return _apply(self.coarse_knots, self.coarse_values, p)
+
+    def open_set_score(self, embedding: np.ndarray) -> np.ndarray:
+        """Smallest Mahalanobis distance of each row of ``embedding`` to a reference type's centroid."""
+        return mahalanobis_score(embedding, np.asarray(self.centroids), np.asarray(self.precision))
+
+
+def _apply(knots: list[float], values: list[float], p: np.ndarray) -> np.ndarray:
+    p = np.asarray(p, dtype=np.float64)
+    out = np.interp(np.nan_to_num(p), np.asarray(knots), np.asarray(values))
+    return np.where(np.isnan(p), np.nan, out).astype(np.float32)
+
+
+def reliability_bins(
+    confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cells, mean confidence and accuracy in ``n_bins`` equal-width confidence bins over ``[0, 1]``.
+
+    Parameters
+    ----------
+    confidence
+        Predicted probability that each label is right (NaN entries are ignored).
+    correct
+        Whether each label was right.
+    n_bins
+        Bins over ``[0, 1]``.
+
+    Returns
+    -------
+    ``counts``, ``mean_confidence`` and ``accuracy``, each ``(n_bins,)`` (NaN in empty bins).
+    """
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    ok = ~np.isnan(confidence)
+    confidence, correct = np.clip(confidence[ok], 0.0, 1.0), correct[ok]
+    bins = np.minimum((confidence * n_bins).astype(np.int64), n_bins - 1)
+    counts = np.bincount(bins, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(bins, confidence, n_bins) / counts
+        accuracy = np.bincount(bins, correct, n_bins) / counts
+    return counts, mean_conf, accuracy
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
+    """Expected calibration error: the cell-weighted mean of ``|accuracy - mean confidence|`` over equal-width bins.
+
+    Parameters
+    ----------
+    confidence
+        Predicted probability that each label is right, in ``[0, 1]`` (NaN entries are ignored).
+    correct
+        Whether each label was right.
+    n_bins
+        Bins over ``[0, 1]`` (see :func:`reliability_bins`).
+
+    Returns
+    -------
+    ECE in ``[0, 1]`` (0: perfectly calibrated); NaN without any cell.
+    """
+    counts, mean_conf, accuracy = reliability_bins(confidence, correct, n_bins)
+    if counts.sum() == 0:
+        return float("nan")
+    filled = counts > 0
+    return float((counts[filled] * np.abs(accuracy[filled] - mean_conf[filled])).sum() / counts.sum())
+
+
+def mahalanobis_score(embedding: np.ndarray, centroids: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """``min_k (x - mu_k)^T P (x - mu_k)`` for every row ``x`` of ``embedding`` (NaN rows give NaN)."""
+    x = np.asarray(embedding, dtype=np.float64)
+    xp = x @ precision  # (n, d)
+    mp = centroids @ precision  # (k, d)
+    d2 = (xp * x).sum(1)[:, None] - 2 * xp @ centroids.T + (mp * centroids).sum(1)[None, :]
+    return np.sqrt(np.maximum(d2.min(1), 0.0))
+
+
+def _isotonic(score: np.ndarray, correct: np.ndarray) -> tuple[list[float], list[float]]:
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(score, correct.astype(np.float64))
+    return [float(v) for v in iso.X_thresholds_], [float(v) for v in iso.y_thresholds_]
+
+
+def fit_calibration(
+    reference_embedding: np.ndarray,
+    reference_labels: np.ndarray,
+    heldout_embedding: np.ndarray,
+    heldout_confidence: np.ndarray,
+    heldout_correct: np.ndarray,
+    heldout_coarse_confidence: np.ndarray,
+    heldout_coarse_correct: np.ndarray,
+    *,
+    quantile: float = 0.95,
+    shrinkage: float = 0.1,
+) -> Calibration:
+    """Fit the confidence maps and the open-set threshold.
+
+    Parameters
+    ----------
+    reference_embedding, reference_labels
+        Annotation embeddings and fine labels of training cells (the types' centroids and shared covariance).
+    heldout_embedding
+        Annotation embeddings of labelled cells the network did not train on (sets the open-set threshold).
+    heldout_confidence, heldout_correct
+        Their path confidences and whether the fine label was right.
+    heldout_coarse_confidence, heldout_coarse_correct
+        Their coarse confidences and whether the coarse label was right.
+    quantile
+        Fraction of held-out cells below the open-set threshold.
+    shrinkage
+        Weight of the mean variance on the covariance's diagonal (keeps it invertible with few cells per type).
+    """
+    if not 0.5 <= quantile < 1.0:
+        msg = f"`quantile` must be in [0.5, 1), got {quantile}."
+        raise ValueError(msg)
+    labels = np.asarray(reference_labels, dtype=object)
+    emb = np.asarray(reference_embedding, dtype=np.float64)
+    ok = ~np.isnan(emb).any(1) & (labels != None)  # noqa: E711 (element-wise)
+    emb, labels = emb[ok], labels[ok].astype(str)
+    classes, code = np.unique(labels, return_inverse=True)
+    centroids = np.stack([emb[code == k].mean(0) for k in range(len(classes))])
+    centred = emb - centroids[code]
+    cov = centred.T @ centred / max(1, len(emb) - len(classes))
+    cov = (1 - shrinkage) * cov + shrinkage * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0])
+    precision = np.linalg.pinv(cov)
+
+    held = np.asarray(heldout_embedding, dtype=np.float64)
+    conf = np.asarray(heldout_confidence, dtype=np.float64)
+    keep = ~np.isnan(held).any(1) & ~np.isnan(conf)
+    if keep.sum() < 10:
+        msg = f"Calibration needs at least 10 labelled held-out cells with expressed genes, got {int(keep.sum())}."
+        raise ValueError(msg)
+    scores = mahalanobis_score(held[keep], centroids, precision)
+    correct = np.asarray(heldout_correct, dtype=bool)[keep]
+    knots, values = _isotonic(conf[keep], correct)
+    c_knots, c_values = _isotonic(
+        np.asarray(heldout_coarse_confidence, dtype=np.float64)[keep], np.asarray(heldout_coarse_correct)[keep]
+    )
+    calibrated = np.interp(conf[keep], knots, values)
+    return Calibration(
+        confidence_knots=knots,
+        confidence_values=values,
+        coarse_knots=c_knots,
+        coarse_values=c_values,
+        classes=[str(c) for c in classes],
+        centroids=centroids.tolist(),
+        precision=precision.tolist(),
+        threshold=float(np.quantile(scores, quantile)),
+        quantile=float(quantile),
+        n_heldout=int(keep.sum()),
+        ece_before=expected_calibration_error(conf[keep], correct),
+        ece_after=expected_calibration_error(calibrated, correct),
+    )
+
+
+def calibrate(
+    model,
+    adata=None,
+    *,
+    quantile: float = 0.95,
+    max_reference_cells: int = 5000,
+    batch_size: int = 64,
+    device: str = "auto",
+    seed: int = 0,
+) -> Calibration:
+    """Fit calibrated confidences and the open-set threshold of a trained model (see :meth:`SCMULAN.calibrate`).
+
+    Parameters
+    ----------
+    model
+        A :class:`~scmulan.SCMULAN` trained on annotation, with its training data attached (the reference types'
+        centroids come from its training cells).
+    adata
+        Labelled held-out cells (the registered cell-type columns); ``None``: the model's validation cells.
+    quantile, max_reference_cells, batch_size, device, seed
+        Held-out quantile of the open-set threshold; training cells used for the centroids (a random subset of at
+        most this many); inference settings; the subset's seed.
+    """
+    fields = model.annotation_fields
+    if model.adata is None:
+        msg = "Calibration needs the model's training data attached: `SCMULAN.load(path, adata=reference)`."
+        raise ValueError(msg)
+    columns = {f: model.obs_keys_.get(f) for f in fields}
+    if adata is None:
+        heldout_idx = getattr(model, "validation_indices_", None)
+        if heldout_idx is None or len(heldout_idx) < 10:
+            n = 0 if heldout_idx is None else len(heldout_idx)
+            msg = (
+                f"The model has {n} validation cells; calibration needs at least 10 labelled cells it did not train "
+                "on: train with `train_size` < 1 (e.g. 0.9), or pass labelled held-out cells as `adata`."
+            )
+            raise ValueError(msg)
+        heldout = model.adata[np.asarray(heldout_idx)]
+    else:
+        heldout = adata
+    missing = [c for c in columns.values() if c is None or c not in heldout.obs]
+    if missing or None in columns.values():
+        msg = f"The held-out cells need the registered cell-type columns {list(columns.values())} in `obs`."
+        raise ValueError(msg)
+    train_idx = getattr(model, "train_indices_", None)  # None after loading: the attached reference
+    train_idx = np.arange(model.adata.n_obs) if train_idx is None else np.asarray(train_idx)
+    rng = np.random.default_rng(seed)
+    if len(train_idx) > max_reference_cells:
+        train_idx = np.sort(rng.choice(train_idx, max_reference_cells, replace=False))
+    reference = model.adata[train_idx]
+    kw = {"batch_size": batch_size, "device": device, "progress": False, "return_embedding": True}
+    held_frame, held_emb = model.annotate(heldout, calibrated=False, **kw)
+    _, ref_emb = model.annotate(reference, calibrated=False, **kw)
+    fine_field, coarse_field = fields[-1], fields[0]
+    truth_fine = heldout.obs[columns[fine_field]].astype(object).to_numpy()
+    truth_coarse = heldout.obs[columns[coarse_field]].astype(object).to_numpy()
+    known = ~held_frame["fine"].isna().to_numpy() & ~_is_missing(truth_fine)
+    correct = held_frame["fine"].astype(object).to_numpy() == truth_fine
+    coarse_correct = held_frame["coarse"].astype(object).to_numpy() == truth_coarse
+    cal = fit_calibration(
+        ref_emb,
+        reference.obs[columns[fine_field]].astype(object).to_numpy(),
+        held_emb[known],
+        held_frame["confidence"].to_numpy()[known],
+        correct[known],
+        held_frame["coarse_confidence"].to_numpy()[known],
+        coarse_correct[known],
+        quantile=quantile,
+    )
+    model.calibration_ = cal.to_dict()
+    return cal
+
+
+def _is_missing(values: np.ndarray) -> np.ndarray:
+    import pandas as pd
+
+    return pd.isna(values)
+
+
+def apply_calibration(frame, embedding: np.ndarray, calibration: dict | None, *, open_set: bool):
+    """Calibrated confidences (and ``"Unknown"`` labels with ``open_set``) for an annotation frame, in place.
+
+    ``frame`` is what :meth:`SCMULAN.annotate` builds; the raw path probability is kept as ``raw_confidence``.
+    """
+    if calibration is None:
+        if open_set:
+            msg = (
+                "`open_set=True` needs a calibrated model: train with validation cells (`train_size` < 1, the default "
+                "0.9 calibrates at the end of training) or call `model.calibrate(heldout_adata)` first."
+            )
+            raise ValueError(msg)
+        return frame
+    cal = Calibration.from_dict(calibration)
+    frame["raw_confidence"] = frame["confidence"].astype(np.float32)
+    frame["confidence"] = cal.confidence(frame["confidence"].to_numpy())
+    frame["coarse_confidence"] = cal.coarse_confidence(frame["coarse_confidence"].to_numpy())
+    if open_set:
+        score = cal.open_set_score(np.nan_to_num(embedding)).astype(np.float32)
+        score[np.isnan(embedding).any(1)] = np.nan
+        frame["open_set_score"] = score
+        unknown = score > cal.threshold
+        for col in ("coarse", "fine"):
+            labels = (
+                frame[col].cat.add_categories([UNKNOWN]) if UNKNOWN not in frame[col].cat.categories else frame[col]
+            )
+            labels[unknown] = UNKNOWN
+            frame[col] = labels
+    return frame
