@@ -397,12 +397,13 @@ def sample_decode(
         is_end = (tok == end_id) & alive
         ended[active[is_end]] = True
         alive = alive & ~is_end
-        if step == max_new_tokens - 1 or not bool(alive.any()):
+        n_alive = int(alive.sum())  # the step's one host sync (ending, and compaction below)
+        if step == max_new_tokens - 1 or n_alive == 0:
             break
         counts[rows, tok] += 1
         last_tok = tok
         last = net(tok[:, None], lvl[:, None], None, cache)[:, -1]
-        n_dead = b - int(alive.sum())
+        n_dead = b - n_alive
         if n_dead and n_dead >= max(1, int(compact_fraction * b)):
             keep = alive.nonzero().squeeze(1)
             cache.select(keep)

@@ -100,7 +100,7 @@ def _flex_attention(device: torch.device):
     if device.type != "cuda":
         return flex_attention
     if _COMPILED_FLEX is None:
-        _COMPILED_FLEX = torch.compile(flex_attention, dynamic=False)
+        _COMPILED_FLEX = torch.compile(flex_attention)  # packed shapes vary: dynamic after the first change
     return _COMPILED_FLEX
 
 
