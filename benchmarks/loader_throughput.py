@@ -6,17 +6,21 @@ measures each source in its own subprocess, so that its peak RSS is its own:
 
 - ``memory``: :class:`scmulan.sentence.CellSource` over the AnnData read into memory (the upper bound: no I/O);
 - ``h5ad``: :class:`~scmulan.sentence.CellSource` over the file, read ``backed="r"`` (the corpus-shard path);
-- ``soma``: :class:`~scmulan.sentence.SomaSource` over the experiment's URI (the CELLxGENE Census path).
+- ``soma``: :class:`~scmulan.sentence.SomaSource` over the experiment's URI (the CELLxGENE Census path);
+- ``annbatch``: :class:`~scmulan.sentence.AnnbatchSource` over an annbatch collection of the same cells, in the same
+  order (``add_adatas(shuffle=False)``, annbatch's other defaults). annbatch needs Python >= 3.12: pass
+  ``--annbatch-python`` an interpreter that has it (torch is not needed there); without it this row is left out.
 
 For each source two passes over all cells: ``read`` (rows in order, ``chunk_size`` at a time, normalised on the
 fly) and ``epoch`` (one shuffled training epoch of :class:`~scmulan.sentence.TrainingSentenceDataset` with the
 settings ``SCMULAN.train`` uses for a corpus: blocks of 256 consecutive rows, chunks of 2,048 cells, in-process).
 Every source must give the same matrix (checked on the first chunk) and the same training batches (checked by a
 fingerprint of the epoch's batches). Peak RSS is ``VmHWM``, reset after the source is built, with the RSS at that
-point given too. annbatch is not measured: it needs Python >= 3.12 (see benchmarks/README.md).
+point given too.
 
     python benchmarks/loader_throughput.py                       # 50,000 cells x 1,000 genes
     python benchmarks/loader_throughput.py --n-cells 10000       # a quick run
+    python benchmarks/loader_throughput.py --annbatch-python ~/py312/bin/python   # with the annbatch row
 
 Results are printed as a table and written to ``benchmarks/results/loader_throughput.json``.
 """
@@ -37,7 +41,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 FIELDS = ("organ", "coarse_cell_type", "cell_type", "sex", "disease")
-SOURCES = ("memory", "h5ad", "soma")
+SOURCES = ("memory", "h5ad", "soma", "annbatch")
+#: Written by ``--annbatch-python``: the .h5ad as an annbatch collection, rows in the same order.
+ANNBATCH_WRITER = """
+import sys
+from annbatch import DatasetCollection
+DatasetCollection(sys.argv[2]).add_adatas([sys.argv[1]], shuffle=False)
+"""
 
 
 def _status_mb(key: str) -> float | None:
@@ -82,6 +92,18 @@ def build(args) -> dict:
     t0 = time.perf_counter()
     tiledbsoma.io.from_anndata(str(args.data / "cells_soma"), atlas, measurement_name="RNA", X_layer_name="raw")
     soma_s = time.perf_counter() - t0
+    annbatch_s = None
+    if args.annbatch_python:
+        t0 = time.perf_counter()
+        cmd = [
+            args.annbatch_python,
+            "-c",
+            ANNBATCH_WRITER,
+            str(args.data / "cells.h5ad"),
+            str(args.data / "cells.zarr"),
+        ]
+        subprocess.run(cmd, check=True, capture_output=True)
+        annbatch_s = time.perf_counter() - t0
 
     def size_mb(path: Path) -> float:
         files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
@@ -96,6 +118,8 @@ def build(args) -> dict:
         "write_soma_s": soma_s,
         "h5ad_mb": size_mb(args.data / "cells.h5ad"),
         "soma_mb": size_mb(args.data / "cells_soma"),
+        "write_annbatch_s": annbatch_s,
+        "annbatch_mb": size_mb(args.data / "cells.zarr") if annbatch_s is not None else None,
     }
 
 
@@ -115,13 +139,15 @@ def _vocab(path: Path):
 def _source(name: str, args, vocab):
     import anndata as ad
 
-    from scmulan.sentence import CellSource, SomaSource
+    from scmulan.sentence import AnnbatchSource, CellSource, SomaSource
 
     keys = {f: f for f in FIELDS}
     if name == "memory":
         return CellSource(ad.read_h5ad(args.data / "cells.h5ad"), vocab, obs_keys=keys, normalize=True)
     if name == "h5ad":
         return CellSource(args.data / "cells.h5ad", vocab, obs_keys=keys, normalize=True)
+    if name == "annbatch":
+        return AnnbatchSource(args.data / "cells.zarr", vocab, obs_keys=keys, normalize=True)
     return SomaSource(str(args.data / "cells_soma"), vocab, obs_keys=keys, normalize=True)
 
 
@@ -191,6 +217,8 @@ def _child(phase: str, args) -> dict:
     cmd = [sys.executable, __file__, "--phase", phase, "--data", str(args.data)]
     for key in ("n_cells", "n_genes", "chunk_size", "train_chunk_size", "batch_size", "block_size", "seed"):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    if args.annbatch_python:
+        cmd += ["--annbatch-python", args.annbatch_python]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -213,6 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--block-size", type=int, default=256, help="TrainingSentenceDataset block_size")
     p.add_argument("--data", type=Path, default=None, help="folder with cells.h5ad and cells_soma/ (built if empty)")
+    p.add_argument("--annbatch-python", default=None, help="a Python (>= 3.12) with annbatch, for the annbatch row")
     p.add_argument("--out", type=Path, default=HERE / "results" / "loader_throughput.json")
     p.add_argument("--phase", choices=["build", *SOURCES], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -227,7 +256,8 @@ def main(argv: list[str] | None = None) -> None:
         args.data = args.data or Path(tmp)
         args.data.mkdir(parents=True, exist_ok=True)
         data = _child("build", args) if not (args.data / "cells.h5ad").exists() else {"folder": str(args.data)}
-        results = {name: _child(name, args) for name in SOURCES}
+        sources = [s for s in SOURCES if s != "annbatch" or (args.data / "cells.zarr").exists()]
+        results = {name: _child(name, args) for name in sources}
     for key in ("first_chunk_sha256", "epoch_batches_sha256"):
         if len({r[key] for r in results.values()}) != 1:
             msg = f"the sources disagree ({key}): {[r[key] for r in results.values()]}"

@@ -109,8 +109,9 @@ class TrainingMixin:
         corpus
             Further cells streamed from disk, with the same ``obs`` columns as the registered AnnData: ``.h5ad``
             files (pretraining shards, read backed), a TileDB-SOMA ``ExperimentAxisQuery`` (e.g. of the CELLxGENE
-            Census), ``Experiment`` or experiment URI (needs ``pip install 'scmulan[dataloaders]'``), a
-            :class:`~scmulan.sentence.SomaSource` built with other ``obs`` columns or gene names, or a list of
+            Census), ``Experiment`` or experiment URI (needs ``pip install 'scmulan[dataloaders]'``), an annbatch
+            collection (its path, zarr group or ``DatasetCollection``), a :class:`~scmulan.sentence.SomaSource` or
+            :class:`~scmulan.sentence.AnnbatchSource` built with other ``obs`` columns or gene names, or a list of
             these. Raw counts are normalised on the fly.
         accelerator, devices, strategy, precision
             Lightning settings: e.g. ``accelerator="gpu", devices=8, strategy="ddp"``; ``precision="auto"`` uses

@@ -4,6 +4,7 @@ Everything here works on sparse rows chunk by chunk with vectorised NumPy; nothi
 nothing loops over cells or tokens in Python.
 """
 
+from ._annbatch import AnnbatchSource
 from ._assemble import END_GROUP, GENE_SET_GROUP, PROMPT_GROUP, Segment, Sentences, concat, prompts
 from ._collate import length_batches, pad
 from ._genes import GeneSegments, gene_segments, gene_token_ids, warn_truncated
@@ -22,6 +23,7 @@ __all__ = [
     "PROMPT_GROUP",
     "TASKS",
     "TASK_TOKENS",
+    "AnnbatchSource",
     "CellSource",
     "GeneSegments",
     "Segment",

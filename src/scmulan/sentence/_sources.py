@@ -234,13 +234,14 @@ class CellSource:
 def as_sources(
     data: AnnData | str | os.PathLike | Sequence[AnnData | str | os.PathLike], vocab: Vocabulary, **kwargs
 ) -> list[CellSource]:
-    """One :class:`CellSource` per AnnData or ``.h5ad`` path, one :class:`~scmulan.sentence.SomaSource` per SOMA query.
+    """One source per item: a :class:`CellSource`, :class:`~scmulan.sentence.SomaSource` or ``AnnbatchSource``.
 
     Parameters
     ----------
     data
         An AnnData (in memory or ``backed="r"``), the path of an ``.h5ad`` file, a TileDB-SOMA
-        ``ExperimentAxisQuery``, ``Experiment`` or experiment URI, or a list of them (a corpus). Sources built
+        ``ExperimentAxisQuery``, ``Experiment`` or experiment URI, an annbatch collection (its path, zarr group
+        or ``DatasetCollection``), or a list of them (a corpus). Sources built
         already (a :class:`CellSource` or :class:`~scmulan.sentence.SomaSource`) are kept as they are.
     vocab
         The model's vocabulary.
@@ -251,14 +252,18 @@ def as_sources(
     -------
     The sources, in the order given.
     """
+    from ._annbatch import AnnbatchSource, is_annbatch
     from ._soma import SomaSource, is_soma
 
-    one = hasattr(data, "obs") or isinstance(data, str | os.PathLike | CellSource)
+    def source(item) -> CellSource:
+        if isinstance(item, CellSource):
+            return item
+        kind = AnnbatchSource if is_annbatch(item) else SomaSource if is_soma(item) else CellSource
+        return kind(item, vocab, **kwargs)
+
+    one = hasattr(data, "obs") or isinstance(data, str | os.PathLike | CellSource) or is_annbatch(data)
     items = [data] if one else list(data)
     if not items:
         msg = "No data given: pass an AnnData, an .h5ad path, a SOMA query or a list of them."
         raise ValueError(msg)
-    return [
-        item if isinstance(item, CellSource) else (SomaSource if is_soma(item) else CellSource)(item, vocab, **kwargs)
-        for item in items
-    ]
+    return [source(item) for item in items]
