@@ -181,3 +181,11 @@ def test_the_original_model_warns_about_its_output_scale_until_it_has_a_debinnin
         cells = model.generate(condition, n_cells=4, max_length=40, progress=False)
     assert cells.uns["scmulan_generate"]["scale"] == "X: log-normalised (de-binned)"
     np.testing.assert_array_equal(cells.layers["levels"].toarray(), raw.layers["levels"].toarray())  # same seed
+
+
+def test_next_entity_models_sample_with_their_own_stop_and_level_distribution(trained, generated):
+    assert trained.config.generation_objective == "next"
+    assert generated.uns["scmulan_generate"]["params"]["gamma"] == 1.0  # gamma=None: no correction of <E>
+    explicit = trained.generate(generated.obs.iloc[:1][["organ", "cell_type"]], 8, seed=5, gamma=1.0, progress=False)
+    assert (explicit.layers["levels"] != generated.layers["levels"]).nnz == 0
+    assert generated.obs["ended"].all()  # the stop comes from the model, not from max_length
