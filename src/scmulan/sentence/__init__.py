@@ -7,13 +7,14 @@ nothing loops over cells or tokens in Python.
 from ._annbatch import AnnbatchSource
 from ._assemble import END_GROUP, GENE_SET_GROUP, PROMPT_GROUP, Segment, Sentences, concat, prompts
 from ._collate import length_batches, pad
+from ._corpus import as_sources
 from ._genes import GeneSegments, gene_segments, gene_token_ids, warn_truncated
 from ._levels import expression_levels
 from ._normalize import normalize_log1p
 from ._packing import forward_heads, pack_batch, pack_layout, real_token_fraction
 from ._ragged import offsets_from_lengths
 from ._soma import SomaSource
-from ._sources import CellSource, as_sources, encode_metadata, normalize_rows
+from ._sources import CellSource, encode_metadata, normalize_rows
 from ._tasks import ANNOTATION_FIELDS, TASK_TOKENS, TASKS, TaskSpec, sample_tasks, training_sentences
 
 __all__ = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -229,41 +229,3 @@ class CellSource:
             rows = np.arange(start, min(start + chunk_size, self.n_obs))
             X, meta = self.read(rows)
             yield rows, X, meta
-
-
-def as_sources(
-    data: AnnData | str | os.PathLike | Sequence[AnnData | str | os.PathLike], vocab: Vocabulary, **kwargs
-) -> list[CellSource]:
-    """One source per item: a :class:`CellSource`, :class:`~scmulan.sentence.SomaSource` or ``AnnbatchSource``.
-
-    Parameters
-    ----------
-    data
-        An AnnData (in memory or ``backed="r"``), the path of an ``.h5ad`` file, a TileDB-SOMA
-        ``ExperimentAxisQuery``, ``Experiment`` or experiment URI, an annbatch collection (its path, zarr group
-        or ``DatasetCollection``), or a list of them (a corpus). Sources built
-        already (a :class:`CellSource` or :class:`~scmulan.sentence.SomaSource`) are kept as they are.
-    vocab
-        The model's vocabulary.
-    **kwargs
-        Passed to every source (``obs_keys``, ``layer``, ``gene_symbols``, ``normalize``).
-
-    Returns
-    -------
-    The sources, in the order given.
-    """
-    from ._annbatch import AnnbatchSource, is_annbatch
-    from ._soma import SomaSource, is_soma
-
-    def source(item) -> CellSource:
-        if isinstance(item, CellSource):
-            return item
-        kind = AnnbatchSource if is_annbatch(item) else SomaSource if is_soma(item) else CellSource
-        return kind(item, vocab, **kwargs)
-
-    one = hasattr(data, "obs") or isinstance(data, str | os.PathLike | CellSource) or is_annbatch(data)
-    items = [data] if one else list(data)
-    if not items:
-        msg = "No data given: pass an AnnData, an .h5ad path, a SOMA query or a list of them."
-        raise ValueError(msg)
-    return [source(item) for item in items]
