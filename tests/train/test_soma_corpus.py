@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import warnings
 
 import numpy as np
@@ -72,6 +73,24 @@ def test_training_on_a_soma_query_equals_training_on_the_same_cells_in_h5ad(cens
     )
     for name, weight in from_soma.module.state_dict().items():
         assert torch.equal(weight, from_file.module.state_dict()[name]), name
+
+
+def test_workers_reading_a_soma_corpus_are_spawned(census_like, caplog):
+    ref, _, uri = census_like
+    before = mp.get_start_method(allow_none=True)
+    try:
+        mp.set_start_method("fork", force=True)  # Linux's default, which TileDB cannot survive
+        one_process = new_model(ref)
+        one_process.train(corpus=uri, **RUN)
+        with_worker = new_model(ref)
+        with_worker.train(corpus=uri, num_workers=1, **RUN)
+        assert mp.get_start_method() == "spawn"
+        assert "start with 'spawn'" in caplog.text
+    finally:
+        mp.set_start_method(before, force=True)
+    np.testing.assert_array_equal(
+        with_worker.history_["train_loss"].to_numpy(), one_process.history_["train_loss"].to_numpy()
+    )
 
 
 def test_a_soma_corpus_without_a_registered_column_is_refused(census_like):
