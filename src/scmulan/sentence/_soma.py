@@ -128,10 +128,10 @@ class SomaSource(CellSource):
         try:
             query, experiment = self._query(soma, data, measurement, obs_value_filter)
             self._read_query(query, experiment)
+            self.layer = self._pick_layer(experiment, layer)
         finally:
             if opened is not None:
                 opened.close()
-        self.layer = self._pick_layer(experiment, layer)
         self.n_obs = len(self.obs_joinids)
 
     # -- building ------------------------------------------------------------------------------------------------
