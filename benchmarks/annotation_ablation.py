@@ -22,17 +22,31 @@ import _compare as C
 import numpy as np
 
 SEED_RECIPE = {"label_loss": "bce", "task_loss_weights": None}
-# name: (network overrides, plan_kwargs); {} is the package's default
-VARIANTS: dict[str, tuple[dict, dict]] = {
-    "legacy": ({"generation_objective": "set"}, SEED_RECIPE),  # the seed's recipe, before this round
-    "set_softmax": ({"generation_objective": "set"}, {"task_loss_weights": None}),
-    "set_default": ({"generation_objective": "set"}, {}),
-    "next_seedlabels": ({}, SEED_RECIPE),  # the new generation objective alone
-    "softmax": ({}, {"task_loss_weights": None}),
-    "default": ({}, {}),
-    "default_la1": ({}, {"logit_adjustment": 1.0}),
-    "default_ann3": ({}, {"task_loss_weights": (1.0, 3.0, 1.0)}),
-    "default_ls": ({}, {"label_smoothing": 0.1}),
+# name: (network overrides, plan_kwargs, other train() arguments); ({}, {}, {}) is the package's default
+VARIANTS: dict[str, tuple[dict, dict, dict]] = {
+    "legacy": ({"generation_objective": "set"}, SEED_RECIPE, {}),  # the seed's recipe, before this round
+    "set_default": ({"generation_objective": "set"}, {}, {}),
+    "next_seedlabels": ({}, SEED_RECIPE, {}),  # the new generation objective alone
+    "softmax": ({}, {"task_loss_weights": None}, {}),
+    "default": ({}, {}, {}),
+    "default_la1": ({}, {"logit_adjustment": 1.0}, {}),
+    "default_v01": ({}, {"value_weight": 0.1}, {}),
+    "ann_loss3": ({}, {"task_loss_weights": (1.0, 3.0, 1.0)}, {}),
+    "ann_sample3": ({}, {}, {"tasks": ("generation", "annotation"), "task_weights": (1.0, 3.0)}),
+    "ann_sample3_loss3": (
+        {},
+        {"task_loss_weights": (1.0, 3.0, 1.0)},
+        {"tasks": ("generation", "annotation"), "task_weights": (1.0, 3.0)},
+    ),
+    "dropout": ({"dropout": 0.1}, {}, {}),
+    "dropout_sample3": ({"dropout": 0.1}, {}, {"tasks": ("generation", "annotation"), "task_weights": (1.0, 3.0)}),
+    "gene_dropout": ({}, {}, {"gene_dropout": 0.3}),
+    "dropout_genedrop_sample3": (
+        {"dropout": 0.1},
+        {},
+        {"tasks": ("generation", "annotation"), "task_weights": (1.0, 3.0), "gene_dropout": 0.3},
+    ),
+    "annotation_only": ({}, {}, {"tasks": ("annotation",)}),  # a reference point, not a recipe
 }
 
 
@@ -55,7 +69,7 @@ def run(args) -> dict:
             rows.append({"seed": seed, "variant": "logreg", "level": lv, **_scores(truth[lv], pred)})
         for name in args.variants:
             scmulan.SCMULAN.setup_anndata(ref, coarse_cell_type_key="coarse_cell_type", cell_type_key="cell_type")
-            network, plan = VARIANTS[name]
+            network, plan, train_kwargs = VARIANTS[name]
             model = scmulan.SCMULAN(ref, config=args.config, seed=seed, **network)
             t0 = time.perf_counter()
             model.train(
@@ -65,6 +79,7 @@ def run(args) -> dict:
                 accelerator="cpu",
                 enable_progress_bar=False,
                 plan_kwargs=plan,
+                **train_kwargs,
             )
             seconds = time.perf_counter() - t0
             out = model.annotate(C.without_labels(test), progress=False)

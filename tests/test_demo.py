@@ -18,6 +18,13 @@ def test_demo_writes_annotated_cells_figures_and_a_loadable_model(tmp_path, caps
         assert 0.0 < scores[level]["majority_baseline"] < 1.0
     assert (tmp_path / "umap_scmulan.png").stat().st_size > 0
     assert (tmp_path / "generated_vs_real.png").stat().st_size > 0
+    import json
+
+    recorded = json.loads((tmp_path / "scores.json").read_text())
+    assert recorded["fine"]["macro_f1"] == scores["fine"]["macro_f1"]
+    assert {"commit", "threads", "seed", "epochs", "config", "torch"} <= set(recorded["provenance"])
+    assert 0.0 <= recorded["fine"]["ece"] <= 1.0
+    assert "| fine (10 types) |" in demo.table(recorded)
     query = ad.read_h5ad(tmp_path / "pbmc_query_annotated.h5ad")
     assert query.n_obs == 140  # the held-out 20 % of the 700 PBMCs
     assert {"scmulan_coarse", "scmulan_fine", "scmulan_confidence"} <= set(query.obs.columns)

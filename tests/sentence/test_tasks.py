@@ -186,3 +186,22 @@ def test_task_spec_columns():
     spec = TaskSpec(FIELDS)
     assert spec.annotation_columns.tolist() == [False, False, True, True]
     assert spec.metadata_columns.tolist() == [True, True, False, False]
+
+
+def test_gene_dropout_thins_prompt_genes_only():
+    from scmulan.sentence import GeneSegments
+    from scmulan.sentence._tasks import drop_genes
+
+    lengths = np.array([50, 50, 1, 0])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    ids = np.arange(offsets[-1], dtype=np.int64)
+    genes = GeneSegments(ids, np.ones_like(ids), offsets)
+    rows = np.array([True, False, True, True])
+    out = drop_genes(genes, rows, 0.5, np.random.default_rng(0))
+    kept = out.lengths
+    assert 10 < kept[0] < 40  # about half of cell 0
+    assert kept[1] == 50  # not a row to thin
+    assert kept[2] == 1 and kept[3] == 0  # every cell keeps a gene when it has one
+    assert set(out.ids[out.offsets[0] : out.offsets[1]]) <= set(ids[:50])
+    with pytest.raises(ValueError, match="gene_dropout"):
+        TaskSpec(fields=("cell_type",), gene_dropout=1.0)

@@ -43,6 +43,7 @@ class TrainingMixin:
         task_weights: Sequence[float] | None = None,
         metadata_fields: Sequence[str] | None = None,
         context_dropout: float = 0.5,
+        gene_dropout: float = 0.0,
         batch_size: int = 32,
         lr: float | None = None,
         weight_decay: float = 0.01,
@@ -87,6 +88,9 @@ class TrainingMixin:
             cell types).
         context_dropout
             Probability of leaving out each known metadata token from a sentence's context.
+        gene_dropout
+            Probability of leaving out each gene of an annotation or metadata sentence (an augmentation against
+            over-fitting small references; see :class:`~scmulan.sentence.TaskSpec`).
         batch_size
             Sentences per batch (per device).
         lr
@@ -159,7 +163,7 @@ class TrainingMixin:
         ):
             msg = f"`max_epochs` must be a positive integer or None (then `max_steps` decides), got {max_epochs!r}."
             raise ValueError(msg)
-        spec = self._task_spec(tasks, task_weights, metadata_fields, context_dropout)
+        spec = self._task_spec(tasks, task_weights, metadata_fields, context_dropout, gene_dropout)
         n = self.adata.n_obs
         rng = np.random.default_rng(seed)
         perm = rng.permutation(n)
@@ -300,7 +304,7 @@ class TrainingMixin:
     def _task_token(task: str) -> str:
         return {"generation": "<generate>", "annotation": "<annotate>", "metadata": "<metadata>"}[task]
 
-    def _task_spec(self, tasks, task_weights, metadata_fields, context_dropout) -> TaskSpec:
+    def _task_spec(self, tasks, task_weights, metadata_fields, context_dropout, gene_dropout=0.0) -> TaskSpec:
         fields = tuple(self.obs_keys_)
         if tasks is None and task_weights is not None:
             tasks = TASKS
@@ -338,6 +342,7 @@ class TrainingMixin:
             weights=tuple(weights.get(t, 0.0) for t in TASKS),
             metadata_fields=tuple(metadata_fields) if metadata_fields is not None else None,
             context_dropout=context_dropout,
+            gene_dropout=gene_dropout,
             # the next-entity objective reads generation sentences from the most to the least expressed gene
             generation_order="descending" if self.module.config.generation_objective == "next" else "shuffle",
         )

@@ -21,6 +21,7 @@ import numpy as np
 
 from ._assemble import END_GROUP, GENE_SET_GROUP, PROMPT_GROUP, Segment, Sentences, concat
 from ._genes import GeneSegments, descending_within
+from ._ragged import offsets_from_lengths
 
 TASKS = ("generation", "annotation", "metadata")
 TASK_TOKENS = {"generation": "<generate>", "annotation": "<annotate>", "metadata": "<metadata>"}
@@ -45,6 +46,10 @@ class TaskSpec:
         annotation field.
     context_dropout
         Probability of leaving out each context metadata token.
+    gene_dropout
+        Probability of leaving out each gene of an annotation or metadata sentence's prompt (at least one stays):
+        an augmentation that makes labels robust to the genes a query happens to capture. Generation sentences keep
+        all their genes. 0 draws nothing (the sentences are those of a spec without it).
     generation_order
         Order of the genes of generation sentences: ``"shuffle"`` (as they come: the set objective's unordered set)
         or ``"descending"`` (most to least expressed, ties in random order: the next-entity objective).
@@ -56,6 +61,7 @@ class TaskSpec:
     metadata_fields: tuple[str, ...] | None = None
     context_dropout: float = 0.5
     generation_order: str = "shuffle"
+    gene_dropout: float = 0.0
     _ann: np.ndarray = field(init=False, repr=False)
     _meta: np.ndarray = field(init=False, repr=False)
 
@@ -68,6 +74,9 @@ class TaskSpec:
             raise ValueError(msg)
         if not 0.0 <= self.context_dropout <= 1.0:
             msg = f"`context_dropout` must be in [0, 1], got {self.context_dropout}."
+            raise ValueError(msg)
+        if not 0.0 <= self.gene_dropout < 1.0:
+            msg = f"`gene_dropout` must be in [0, 1), got {self.gene_dropout}."
             raise ValueError(msg)
         self.fields = tuple(self.fields)
         self._ann = np.array([f in self.annotation_fields for f in self.fields], dtype=bool)
@@ -178,9 +187,10 @@ def training_sentences(
     if spec.generation_order == "descending":
         genes_k = descending_within(genes_k, is_gen)
     task_token = np.array([task_ids[TASK_TOKENS[t]] for t in TASKS], dtype=np.int64)[task_k]
+    prompt_genes = drop_genes(genes_k, ~is_gen, spec.gene_dropout, rng) if spec.gene_dropout > 0 else genes_k
     sentences = concat(
         [
-            Segment.from_genes(genes_k, rows=~is_gen, group=PROMPT_GROUP),
+            Segment.from_genes(prompt_genes, rows=~is_gen, group=PROMPT_GROUP),
             Segment.from_matrix(np.where(context, meta, -1), group=PROMPT_GROUP),
             Segment.from_matrix(task_token, group=PROMPT_GROUP),
             Segment.from_genes(genes_k, rows=is_gen, group=GENE_SET_GROUP),
@@ -189,3 +199,27 @@ def training_sentences(
         ]
     )
     return sentences, task
+
+
+def drop_genes(genes: GeneSegments, rows: np.ndarray, p: float, rng: np.random.Generator) -> GeneSegments:
+    """The segments with each gene of the cells ``rows`` left out with probability ``p``; every cell keeps one.
+
+    Parameters
+    ----------
+    genes
+        Gene segments of ``n`` cells.
+    rows
+        ``(n,)`` boolean: the cells whose genes may be dropped.
+    p
+        Drop probability per gene.
+    rng
+        Random generator (one draw per gene of every cell).
+    """
+    lengths = genes.lengths
+    row_of = np.repeat(np.arange(len(lengths)), lengths)
+    drop = (rng.random(len(genes.ids)) < p) & rows[row_of]
+    drop[genes.offsets[:-1][lengths > 0]] = False  # the first (in segment order) always stays
+    keep = ~drop
+    kept = np.bincount(row_of[keep], minlength=len(lengths))
+    values = genes.values[keep] if genes.values is not None else None
+    return GeneSegments(genes.ids[keep], genes.levels[keep], offsets_from_lengths(kept), genes.n_truncated, values)
