@@ -147,3 +147,29 @@ def test_two_ranks_see_disjoint_shards_of_a_packed_stream_and_resume_exactly(set
         for a, b in zip(resumed, stream[3:], strict=True):
             assert a.keys() == b.keys()
             assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_fit_compile_compiles_the_blocks_in_place_and_trains_the_same(setup, tmp_path):
+    model = setup[0]
+    losses, plans = [], []
+    for compile_ in (False, True):
+        plan = CSentenceTrainingPlan(_net(model), warmup_steps=1)
+        keys = set(plan.net.state_dict())
+        h = fit(
+            plan,
+            _dataset(setup),
+            max_epochs=1,
+            limit_train_batches=2,
+            log_every_n_steps=1,
+            accelerator="cpu",
+            devices=1,
+            enable_progress_bar=False,
+            checkpoint_dir=tmp_path / str(compile_),
+            compile=compile_,
+        )
+        assert set(plan.net.state_dict()) == keys  # compiled in place: the weights keep their names
+        losses.append(h["train_loss_step"]["train_loss_step"].to_numpy())
+        plans.append(plan)
+    assert all(block._compiled_call_impl is not None for block in plans[1].net.blocks)
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)

@@ -186,13 +186,24 @@ def decode_cells(
 
 
 def quantized(net: CSentenceTransformer) -> CSentenceTransformer:
-    """An int8 copy of ``net`` for CPU inference: ``torch.ao.quantization.quantize_dynamic`` on every ``nn.Linear``."""
+    """An int8 copy of ``net`` for CPU inference: dynamic quantisation of the transformer blocks' linear layers.
+
+    ``torch.ao.quantization.quantize_dynamic`` with int8 weights and activations quantised per batch. The two heads
+    stay float32: they choose among nearly tied entities, and quantising them too flipped several times more of a
+    small trained network's labels (see ``annotation_throughput.py --int8-trained`` for the agreement).
+    """
     import copy
     import warnings
 
+    layers = ("attn.qkv", "attn.proj", "mlp.fc", "mlp.proj")
+    spec = {
+        f"blocks.{i}.{name}": torch.ao.quantization.default_dynamic_qconfig
+        for i in range(len(net.blocks))
+        for name in layers
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch deprecates its quantized tensors and this API in favour of torchao
-        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(net).cpu(), {torch.nn.Linear}, dtype=torch.qint8)
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(net).cpu(), spec, dtype=torch.qint8)
 
 
 @dataclass

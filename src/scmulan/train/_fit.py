@@ -171,7 +171,8 @@ def fit(
         Tokens per packed row (default: four times the batch's longest sentence).
     compile
         ``torch.compile`` each transformer block (in place: checkpoints and saved models are unchanged). Pays on
-        GPUs for runs of more than a few hundred steps; the first steps are slow while it compiles.
+        GPUs for runs of more than a few hundred steps; the first steps are slow while it compiles. Tested on one
+        CPU process only (not with FSDP, and not measured on a GPU yet).
     **trainer_kwargs
         Other :class:`lightning.pytorch.Trainer` arguments (``callbacks``, ``limit_train_batches``…). ``logger``
         adds loggers to the CSV one that ``history_`` is read from, e.g.
