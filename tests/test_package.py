@@ -22,7 +22,7 @@ import scmulan
 PUBLIC_NAMESPACES = ["pp", "tl", "pl", "datasets"]
 HEAVY_MODULES = ["torch", "lightning", "pytorch_lightning", "scvi"]
 #: tl functions whose first parameter is the model rather than the data (they create cells).
-FIRST_PARAM_MODEL = {"tl.generate"}
+FIRST_PARAM_MODEL = {"tl.generate", "tl.perturb"}  # they read no cells: they make them
 MAX_POSITIONAL = 3
 
 

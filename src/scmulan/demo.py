@@ -131,7 +131,7 @@ def run(outdir: str | Path, *, epochs: int = 30, config: str = "tiny", seed: int
     scmulan.pl.generated_vs_real(
         real, generated, groupby="cell_type", show=False, save=str(outdir / "generated_vs_real.png")
     )
-    from scmulan.pl._generated_vs_real import generation_c2st
+    from scmulan._two_sample import generation_c2st
 
     auroc = generation_c2st(real, generated)  # the C2ST AUROC the figure prints in its UMAP title
     scores["generation"] = {"c2st_auroc": auroc, "genes_per_cell": float(generated.obs["n_genes"].mean())}

@@ -10,7 +10,7 @@ import pytest
 matplotlib.use("Agg")
 
 import scmulan
-from scmulan.pl._generated_vs_real import generation_c2st
+from scmulan._two_sample import generation_c2st
 
 
 def _cells(shift: float, seed: int, n: int = 120) -> ad.AnnData:

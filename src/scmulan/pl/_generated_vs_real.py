@@ -12,6 +12,7 @@ from scipy import sparse
 
 from scmulan._anndata import get_modality
 from scmulan._logging import logger
+from scmulan._two_sample import c2st_auroc, real_pca
 
 from ._utils import DOC_SHOW_SAVE, doc_params, finish
 
@@ -74,48 +75,11 @@ def _groups(adata: AnnData, groupby: str, name: str) -> pd.Series:
     return column.astype(str).where(column.notna(), "NA")
 
 
-def c2st_auroc(real_pcs: np.ndarray, generated_pcs: np.ndarray, seed: int = 0) -> float:
-    """Classifier two-sample test AUROC of real vs generated cells (0.5: indistinguishable, 1: fully separable).
-
-    A logistic regression (standardised inputs) separating the two sets, 5-fold cross-validated, in the given
-    coordinates (the real cells' PCA space).
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    X = np.vstack([real_pcs, generated_pcs])
-    y = np.r_[np.zeros(len(real_pcs)), np.ones(len(generated_pcs))]
-    n_splits = int(min(5, len(real_pcs), len(generated_pcs)))
-    if n_splits < 2:
-        return float("nan")
-    folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-    return float(roc_auc_score(y, cross_val_predict(clf, X, y, cv=folds, method="predict_proba")[:, 1]))
-
-
-def _real_pca(real_x, generated_x, n_pcs: int) -> np.ndarray:
-    """Real then generated cells in the PCA space fitted on the real cells only (new objects only)."""
-    import scanpy as sc
-
-    n_comps = min(n_pcs, real_x.shape[0] - 1, real_x.shape[1] - 1)
-    if n_comps < 2:
-        msg = f"Need at least 3 real cells and 3 shared genes for the joint UMAP, got {real_x.shape}."
-        raise ValueError(msg)
-    fit = AnnData(real_x.astype(np.float32))
-    sc.pp.pca(fit, n_comps=n_comps, random_state=0)
-    loadings = np.asarray(fit.varm["PCs"], dtype=np.float64)
-    offset = _mean(real_x) @ loadings
-    return np.vstack([real_x @ loadings - offset, generated_x @ loadings - offset])
-
-
 def _joint_umap(real_x, generated_x, n_pcs: int) -> tuple[np.ndarray, np.ndarray, float]:
     """UMAP of real and generated cells in the real cells' PCA space, and the C2ST AUROC in that space."""
     import scanpy as sc
 
-    pcs = _real_pca(real_x, generated_x, n_pcs)
+    pcs = real_pca(real_x, generated_x, n_pcs)
     n_cells = pcs.shape[0]
     joint = AnnData(obs=pd.DataFrame(index=[str(i) for i in range(n_cells)]))
     joint.obsm["X_pca"] = pcs.astype(np.float32)
@@ -124,14 +88,6 @@ def _joint_umap(real_x, generated_x, n_pcs: int) -> tuple[np.ndarray, np.ndarray
     coords = np.asarray(joint.obsm["X_umap"])
     n_real = real_x.shape[0]
     return coords[:n_real], coords[n_real:], c2st_auroc(pcs[:n_real], pcs[n_real:])
-
-
-def generation_c2st(real: AnnData, generated: AnnData, *, layer: str | None = None, n_pcs: int = 30) -> float:
-    """The C2ST AUROC :func:`generated_vs_real` prints, without the figure (shared genes, real cells' PCA)."""
-    genes = _shared_genes(real, generated)
-    real_x, generated_x = _matrix(real, genes, layer, "real"), _matrix(generated, genes, layer, "generated")
-    pcs = _real_pca(real_x, generated_x, n_pcs)
-    return c2st_auroc(pcs[: real.n_obs], pcs[real.n_obs :])
 
 
 def _palette(labels: list[str]) -> dict[str, str]:
