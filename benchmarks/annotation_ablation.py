@@ -31,7 +31,8 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     "default": ({}, {}, {}),
     "default_la1": ({}, {"logit_adjustment": 1.0}, {}),
     "default_v01": ({}, {"value_weight": 0.1}, {}),
-    "ann_loss3": ({}, {"task_loss_weights": (1.0, 3.0, 1.0)}, {}),
+    "balanced_equal": ({}, {"task_loss_weights": (1.0, 1.0, 1.0)}, {}),
+    "bce_balanced": ({}, {"label_loss": "bce"}, {}),
     "ann_sample3": ({}, {}, {"tasks": ("generation", "annotation"), "task_weights": (1.0, 3.0)}),
     "ann_sample3_loss3": (
         {},

@@ -28,7 +28,7 @@ DEFAULT_PLAN: dict[str, Any] = {
     "label_loss": "softmax",
     "logit_adjustment": 0.0,
     "label_smoothing": 0.0,
-    "task_loss_weights": (1.0, 1.0, 1.0),
+    "task_loss_weights": (1.0, 3.0, 1.0),
 }
 
 
