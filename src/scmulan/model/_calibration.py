@@ -25,7 +25,7 @@ UNKNOWN = "Unknown"
 
 @dataclass
 class Calibration:
-    """What :func:`fit_calibration` learnt; JSON-serialisable through :meth:`to_dict` / :meth:`from_dict`.
+    """What ``fit_calibration`` learnt; JSON-serialisable through ``to_dict`` / ``from_dict``.
 
     Attributes
     ----------
@@ -69,7 +69,7 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, d: dict) -> Calibration:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of ``to_dict``."""
         return cls(**d)
 
     def confidence(self, p: np.ndarray) -> np.ndarray:
@@ -131,7 +131,7 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bi
     correct
         Whether each label was right.
     n_bins
-        Bins over ``[0, 1]`` (see :func:`reliability_bins`).
+        Bins over ``[0, 1]`` (see ``reliability_bins``).
 
     Returns
     -------
@@ -258,7 +258,7 @@ def calibrate(
     device: str = "auto",
     seed: int = 0,
 ) -> Calibration:
-    """Fit calibrated confidences and the open-set threshold of a trained model (see :meth:`SCMULAN.calibrate`).
+    """Fit calibrated confidences and the open-set threshold of a trained model (see :meth:`scmulan.SCMULAN.calibrate`).
 
     Parameters
     ----------
@@ -330,7 +330,7 @@ def _is_missing(values: np.ndarray) -> np.ndarray:
 def apply_calibration(frame, embedding: np.ndarray, calibration: dict | None, *, open_set: bool):
     """Calibrated confidences (and ``"Unknown"`` labels with ``open_set``) for an annotation frame, in place.
 
-    ``frame`` is what :meth:`SCMULAN.annotate` builds; the raw path probability is kept as ``raw_confidence``.
+    ``frame`` is what :meth:`scmulan.SCMULAN.annotate` builds; the raw path probability is kept as ``raw_confidence``.
     """
     if calibration is None:
         if open_set:

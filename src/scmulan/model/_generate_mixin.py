@@ -69,7 +69,7 @@ class GenerationMixin:
         A new AnnData (cells × model genes): ``obs`` holds the conditions, ``n_genes`` and ``ended`` (the cell
         ended with ``<E>`` rather than at ``max_length``); ``layers["levels"]`` the generated levels 1..10;
         ``X`` the levels de-binned to log-normalised values (per-gene, per-level means of the training data, drawn
-        within each level's range for next-entity models, see :func:`~scmulan.model._debin.debin`; without a table,
+        within each level's range for next-entity models, see ``scmulan.model._debin.debin``; without a table,
         e.g. for the original checkpoint, ``level / 10`` = fraction of the cell's maximum).
         """
         from scipy import sparse

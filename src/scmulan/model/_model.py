@@ -522,11 +522,11 @@ class SCMULAN(TrainingMixin, InferenceMixin, GenerationMixin, BaseModelClass):
             expected false "Unknown" calls).
         **kwargs
             ``max_reference_cells``, ``batch_size``, ``device``, ``seed`` (see
-            :func:`scmulan.model.calibrate`).
+            ``scmulan.model.calibrate``).
 
         Returns
         -------
-        The fitted :class:`~scmulan.model.Calibration` (held-out ECE before and after, the threshold).
+        The fitted ``scmulan.model.Calibration`` (held-out ECE before and after, the threshold).
         """
         from scmulan.model._calibration import calibrate
 

@@ -230,7 +230,7 @@ def set_objective(
         as the original.
     sentence_weight
         ``(B,)`` non-negative weight of each sentence in the batch averages of both terms (e.g. one unit per task
-        present, shared by its sentences: see :func:`task_balanced_weights`); ``None``: every sentence alike.
+        present, shared by its sentences: see :func:`scmulan.train.task_balanced_weights`); ``None``: every sentence alike.
     """
     if positives not in ("mean", "sum"):
         msg = f"`positives` must be 'mean' or 'sum', got {positives!r}."
@@ -301,7 +301,7 @@ def task_balanced_weights(task: Tensor, task_weights: Tensor) -> Tensor:
     Parameters
     ----------
     task
-        ``(B,)`` task index of each sentence (see :data:`scmulan.sentence.TASKS`).
+        ``(B,)`` task index of each sentence (in the order of ``scmulan.sentence.TASKS``).
     task_weights
         ``(n_tasks,)`` weight of each task's share.
 

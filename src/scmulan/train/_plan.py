@@ -138,7 +138,7 @@ class CSentenceTrainingPlan(pl.LightningModule):
         Metadata fields and their categories: label positions are trained with a softmax over the label's field
         (see :class:`~scmulan.train.LabelTargets`); ``None``: the original's BCE everywhere.
     task_loss_weights
-        Share of the loss of each task in :data:`~scmulan.sentence.TASKS` order: every task present in a batch
+        Share of the loss of each task in ``scmulan.sentence.TASKS`` order: every task present in a batch
         contributes its weight, split among its sentences (:func:`~scmulan.train.task_balanced_weights`); ``None``:
         every sentence alike (the batch mean, so tasks weigh what their sampled share of sentences weighs).
 
