@@ -140,42 +140,29 @@ def greedy_decode(
     n_generated = torch.full((B,), n_steps, dtype=torch.long, device=device)
     max_level = net.config.n_levels - 1
     for step in range(n_steps):
-        if subsets[step] is not None:
+        if subsets[step] is not None:  # one field's categories only: the heads' rows of that field
             tok, lvl, p = _restricted_step(
                 net, last, subsets[step], counts, last_tok if counts is not None else None, end_id
             )
-            tokens.append(tok)
-            out_levels.append(lvl)
-            probs.append(p)
-            if stop_at_end:
-                newly = (tok == end_id) & ~finished
-                n_generated = torch.where(newly, torch.full_like(n_generated, step + 1), n_generated)
-                finished |= newly
-            if step < n_steps - 1:
-                last = net(tok[:, None], lvl[:, None], None, cache)[:, -1]
-                states.append(last)
-                if counts is not None:
-                    counts[rows, tok] += 1
-                    last_tok = tok
-            continue
-        logits, values = net.heads(last)
-        logits, values = logits.float(), values.float()  # (B, V)
-        if return_logits:
-            logits_log.append(logits)
-            values_log.append(values)
-        ban = static_ban.expand(B, V)
-        if counts is not None:
-            seen_before_last = counts - torch.nn.functional.one_hot(last_tok, V).to(torch.int32)
-            ban = ban | (seen_before_last > 0)
-        if allowed is not None and allowed[step] is not None:
-            ban = ban | ~allowed[step].to(device)
-        masked = logits.masked_fill(ban, NEG_INF)
-        # A row with every entity banned has nothing to choose (all -inf: the arg-max is meaningless and the softmax
-        # NaN): it gets <E> with probability 0, as sampling ends a cell whose candidates ran out.
-        stuck = ban.all(dim=-1)  # (B,)
-        tok = torch.where(stuck, end_id, masked.argmax(dim=-1))  # (B,)
-        p = torch.where(stuck, 0.0, torch.softmax(masked, dim=-1)[rows, tok])
-        lvl = values[rows, tok].round().clamp(0, max_level).long()
+        else:
+            logits, values = net.heads(last)
+            logits, values = logits.float(), values.float()  # (B, V)
+            if return_logits:
+                logits_log.append(logits)
+                values_log.append(values)
+            ban = static_ban.expand(B, V)
+            if counts is not None:
+                seen_before_last = counts - torch.nn.functional.one_hot(last_tok, V).to(torch.int32)
+                ban = ban | (seen_before_last > 0)
+            if allowed is not None and allowed[step] is not None:
+                ban = ban | ~allowed[step].to(device)
+            masked = logits.masked_fill(ban, NEG_INF)
+            # A row with every entity banned has nothing to choose (all -inf: the arg-max is meaningless and the
+            # softmax NaN): it gets <E> with probability 0, as sampling ends a cell whose candidates ran out.
+            stuck = ban.all(dim=-1)  # (B,)
+            tok = torch.where(stuck, end_id, masked.argmax(dim=-1))  # (B,)
+            p = torch.where(stuck, 0.0, torch.softmax(masked, dim=-1)[rows, tok])
+            lvl = values[rows, tok].round().clamp(0, max_level).long()
         tokens.append(tok)
         out_levels.append(lvl)
         probs.append(p)
