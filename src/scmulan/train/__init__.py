@@ -6,6 +6,7 @@ Importing this module imports torch and Lightning; ``import scmulan`` does not i
 from ._checkpoints import latest_finite_checkpoint
 from ._fit import fit, history_from_csv, resolve_precision, resolve_strategy
 from ._fsdp import BlockFSDPStrategy, full_state_dict
+from ._label_metrics import confusion_counts, label_predictions, macro_f1
 from ._objective import (
     LabelTargets,
     ObjectiveOutput,
@@ -15,19 +16,24 @@ from ._objective import (
     task_balanced_weights,
 )
 from ._plan import CSentenceTrainingPlan, NonFiniteLossError, clip_grad_norm, parameter_groups, warmup_cosine
+from ._selection import BestCheckpoint
 
 __all__ = [
+    "BestCheckpoint",
     "BlockFSDPStrategy",
     "CSentenceTrainingPlan",
     "LabelTargets",
     "NonFiniteLossError",
     "ObjectiveOutput",
     "clip_grad_norm",
+    "confusion_counts",
     "fit",
     "full_state_dict",
     "history_from_csv",
     "label_cross_entropy",
+    "label_predictions",
     "latest_finite_checkpoint",
+    "macro_f1",
     "parameter_groups",
     "remaining_set_mask",
     "resolve_precision",

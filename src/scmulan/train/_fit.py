@@ -23,6 +23,7 @@ from scmulan.train._checkpoints import latest_checkpoint
 from scmulan.train._fsdp import BlockFSDPStrategy, full_state_dict
 from scmulan.train._plan import CSentenceTrainingPlan
 from scmulan.train._quiet import quietly
+from scmulan.train._selection import BestCheckpoint
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ def fit(
     packing: bool = False,
     pack_tokens: int | None = None,
     compile: bool = False,
+    select_best: str | None = None,
     **trainer_kwargs: Any,
 ) -> dict[str, pd.DataFrame]:
     """Train ``plan`` on streaming sentence datasets with Lightning.
@@ -173,6 +175,10 @@ def fit(
         ``torch.compile`` each transformer block (in place: checkpoints and saved models are unchanged). Pays on
         GPUs for runs of more than a few hundred steps; the first steps are slow while it compiles. Tested on one
         CPU process only (not with FSDP, and not measured on a GPU yet).
+    select_best
+        A validation metric to select the weights by, e.g. ``"validation_cell_type_macro_f1"`` (higher is better;
+        a name ending in ``_loss`` is minimised): the plan ends with the weights of the epoch where it was best
+        (:class:`~scmulan.train.BestCheckpoint`); ``None``: the last epoch's weights. Needs a ``validation_dataset``.
     **trainer_kwargs
         Other :class:`lightning.pytorch.Trainer` arguments (``callbacks``, ``limit_train_batches``…). ``logger``
         adds loggers to the CSV one that ``history_`` is read from, e.g.
@@ -182,6 +188,9 @@ def fit(
     -------
     The logged metrics (see :func:`history_from_csv`).
     """
+    if select_best is not None and validation_dataset is None:
+        msg = f"select_best={select_best!r} needs validation cells: pass a `validation_dataset` (train_size < 1)."
+        raise ValueError(msg)
     if seed is not None:
         pl.seed_everything(seed, workers=True, verbose=False)
     tmp = None
@@ -195,6 +204,8 @@ def fit(
     plan.checkpoint_dir = checkpoint_dir
 
     callbacks = list(trainer_kwargs.pop("callbacks", []))
+    if select_best is not None:
+        callbacks.append(BestCheckpoint(select_best, mode="min" if select_best.endswith("_loss") else "max"))
     # The newest checkpoint is kept: one at the end of every epoch and, optionally, one every N optimiser steps;
     # their names carry the step, and resuming picks the highest.
     callbacks += [

@@ -86,6 +86,9 @@ class LabelTargets:
         Logit adjustment strength (0: none).
     label_smoothing
         Label smoothing of the cross-entropy over the field's categories.
+    fields
+        Name of each field (the rows of ``members``), used in the names of the logged validation metrics
+        (``validation_<field>_macro_f1``); empty: ``field0``, ``field1``...
     """
 
     field_of: Tensor
@@ -93,6 +96,7 @@ class LabelTargets:
     log_prior: Tensor | None = None
     tau: float = 0.0
     label_smoothing: float = 0.0
+    fields: tuple[str, ...] = ()
 
     @classmethod
     def from_vocabulary(
@@ -134,12 +138,19 @@ class LabelTargets:
             # unseen categories get half a count, so the prior stays finite
             log_prior = np.where(field_of >= 0, np.log(np.maximum(counts, 0.5) / np.maximum(total, 1.0)), 0.0)
             log_prior = torch.from_numpy(log_prior.astype(np.float32))
-        return cls(torch.from_numpy(field_of), torch.from_numpy(members), log_prior, tau, label_smoothing)
+        fields = tuple(fields)
+        return cls(torch.from_numpy(field_of), torch.from_numpy(members), log_prior, tau, label_smoothing, fields)
 
     def to(self, device: torch.device) -> LabelTargets:
         """The same targets on ``device``."""
         prior = self.log_prior.to(device) if self.log_prior is not None else None
-        return LabelTargets(self.field_of.to(device), self.members.to(device), prior, self.tau, self.label_smoothing)
+        return LabelTargets(
+            self.field_of.to(device), self.members.to(device), prior, self.tau, self.label_smoothing, self.fields
+        )
+
+    def field_name(self, k: int) -> str:
+        """Name of field ``k`` (``field<k>`` when the targets were built without names)."""
+        return self.fields[k] if k < len(self.fields) else f"field{k}"
 
 
 def label_cross_entropy(logits: Tensor, targets: Tensor, labels: LabelTargets) -> tuple[Tensor, Tensor]:

@@ -17,6 +17,7 @@ from torch import Tensor
 from scmulan.nn.model import CSentenceTransformer
 from scmulan.sentence import TASKS, forward_heads
 from scmulan.train._generation_objective import combine, heads_with_levels, next_entity_objective
+from scmulan.train._label_metrics import confusion_counts, label_predictions, macro_f1
 from scmulan.train._objective import LabelTargets, set_objective, task_balanced_weights
 
 logger = logging.getLogger(__name__)
@@ -136,7 +137,9 @@ class CSentenceTrainingPlan(pl.LightningModule):
         Train only the embeddings and the heads (fine-tuning on little data); the blocks and final norm stay fixed.
     labels
         Metadata fields and their categories: label positions are trained with a softmax over the label's field
-        (see :class:`~scmulan.train.LabelTargets`); ``None``: the original's BCE everywhere.
+        (see :class:`~scmulan.train.LabelTargets`), and each validation epoch logs the macro-F1 of every field's
+        teacher-forced predictions in the annotation sentences, ``validation_<field>_macro_f1`` (e.g.
+        ``validation_cell_type_macro_f1``; see the notes); ``None``: the original's BCE everywhere, no macro-F1.
     task_loss_weights
         Share of the loss of each task in ``scmulan.sentence.TASKS`` order: every task present in a batch
         contributes its weight, split among its sentences (:func:`~scmulan.train.task_balanced_weights`); ``None``:
@@ -160,6 +163,13 @@ class CSentenceTrainingPlan(pl.LightningModule):
     **Gradients.** Clipping and a finiteness check happen in :meth:`configure_gradient_clipping`: a non-finite
     gradient norm (fp32/bf16) stops training with :class:`NonFiniteLossError` before the update, so the weights
     and checkpoints stay finite; a checkpoint is never written with non-finite weights.
+
+    **Validation macro-F1.** At each label position of a validation annotation sentence the prediction is the
+    arg-max of the entity logits among the categories of the label's field, given the true earlier labels (teacher
+    forcing: the fine type is predicted after the true coarse type). True/false positives and false negatives per
+    category are summed over the epoch (and over processes), and the macro-F1 of each field is
+    :func:`sklearn.metrics.f1_score`'s ``average="macro"`` over the categories that occur among the targets or
+    predictions. :class:`~scmulan.train.BestCheckpoint` can keep the weights of the epoch where it was highest.
 
     **Resuming.** Checkpoints carry the position in the streaming data and every process's random states (torch,
     CUDA, NumPy, Python), so a resumed run draws the same dropout masks as one that never stopped.
@@ -193,6 +203,7 @@ class CSentenceTrainingPlan(pl.LightningModule):
             for module in (*net.blocks, net.ln_f):
                 module.requires_grad_(False)
         self.train_dataset = None  # set by `fit` so that the data position can be checkpointed
+        self._label_counts: Tensor | None = None  # (3, V) label confusion counts of the current validation epoch
         self.checkpoint_dir = None  # set by `fit`: where a NaN-loss error points the user
 
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
@@ -223,6 +234,10 @@ class CSentenceTrainingPlan(pl.LightningModule):
             out = combine(
                 out, nxt, entity_weight=self.entity_weight, value_weight=self.value_weight, sentence_weight=weights
             )
+        if stage == "validation" and self._label_counts is not None:
+            rows = batch["task"] == TASKS.index("annotation")
+            targets, predicted = label_predictions(entity_logits.detach(), batch["ids"], batch["groups"], labels, rows)
+            self._label_counts += confusion_counts(targets, predicted, self._label_counts.shape[1])
         finite = bool(torch.isfinite(out.loss))
         if self._trainer is not None and self.trainer.world_size > 1:
             # one process stopping alone would leave the others waiting in the next collective
@@ -259,6 +274,24 @@ class CSentenceTrainingPlan(pl.LightningModule):
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """Validation loss of one batch."""
         return self._shared_step(batch, "validation")
+
+    def on_validation_epoch_start(self) -> None:
+        """Start the label confusion counts of this validation epoch (on every process, even one without labels)."""
+        if self.labels is not None:
+            size = self.labels.field_of.shape[0]
+            self._label_counts = torch.zeros(3, size, dtype=torch.long, device=self.device)
+
+    def on_validation_epoch_end(self) -> None:
+        """Log ``validation_<field>_macro_f1`` for every field with a label among this epoch's targets/predictions."""
+        counts, self._label_counts = self._label_counts, None
+        if counts is None:
+            return
+        if self._trainer is not None and self.trainer.world_size > 1:
+            counts = self.trainer.strategy.reduce(counts, reduce_op="sum")  # the same totals on every process
+        f1, occurred = macro_f1(counts, self.labels.members.to(counts.device))
+        for k in torch.nonzero(occurred).flatten().tolist():
+            name = f"validation_{self.labels.field_name(k)}_macro_f1"
+            self.log(name, f1[k], on_step=False, on_epoch=True, sync_dist=True)  # equal everywhere: a no-op mean
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW with decay groups and a warm-up + cosine schedule stepped every optimiser step.
