@@ -109,6 +109,36 @@ def test_best_checkpoint_restores_an_earlier_epoch_and_prefers_the_later_of_ties
     assert changed  # the last epoch's weights were replaced
 
 
+class Crash(RuntimeError):
+    pass
+
+
+class CrashAt(pl.Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.step:
+            msg = f"simulated crash at step {self.step}"
+            raise Crash(msg)
+
+
+def test_a_resumed_run_selects_as_one_that_never_stopped(atlas, tmp_path):
+    values = [0.2, 0.9, 0.5, 0.4]  # best: epoch 1, before the crash in epoch 2
+    full, full_best = new_model(atlas), BestCheckpoint("validation_scripted")
+    full.train(max_epochs=4, callbacks=[Scripted(values), full_best], **RUN)
+    crashed = new_model(atlas)
+    callbacks = [Scripted(values), BestCheckpoint("validation_scripted"), CrashAt(15)]
+    with pytest.raises(Crash):  # in epoch 2: the run resumes from the end of epoch 1
+        crashed.train(max_epochs=4, checkpoint_dir=tmp_path, callbacks=callbacks, **RUN)
+    resumed, resumed_best = new_model(atlas), BestCheckpoint("validation_scripted")
+    resumed.train(max_epochs=4, checkpoint_dir=tmp_path, callbacks=[Scripted(values), resumed_best], **RUN)
+    assert full_best.best_epoch == resumed_best.best_epoch == 1
+    expected, got = full.module.state_dict(), resumed.module.state_dict()
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6, msg=key)
+
+
 def test_min_mode_and_min_delta():
     cb = BestCheckpoint("validation_loss", mode="min", min_delta=0.1)
     cb.best_score = 1.0
