@@ -269,7 +269,7 @@ def run_baseline(model, prompts, device, dtype: str, n_steps: int = 3):
 
     net = model.module.to(device).eval()
     end = model.vocab.end_id
-    is_ct = model._cell_type_mask()
+    is_ct = model.parts().cell_type_mask()
     labels, embedding = [], np.zeros((len(prompts), net.config.n_embd), dtype=np.float32)
     with torch.inference_mode(), _autocast(device, dtype):
         for c, (ids_np, lv_np) in enumerate(prompts):

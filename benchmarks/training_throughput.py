@@ -102,7 +102,7 @@ def run(
     torch.manual_seed(0)
     net = CSentenceTransformer(TransformerConfig.from_preset(preset, vocab_size=vocab_size)).to(dev).train()
     tasks = scmulan.sentence.TASKS if data_name == "atlas" else ("generation", "annotation")  # PBMC: no metadata
-    spec = model._task_spec(tasks, None, None, 0.5)
+    spec = model.layout.task_spec(model.obs_keys_, [1.0 if t in tasks else 0.0 for t in scmulan.sentence.TASKS])
     task_ids = {t: model.vocab.task_id(t) for t in ("<generate>", "<annotate>", "<metadata>")}
     source = CellSource(data, model.vocab, obs_keys=model.obs_keys_)
     dataset = TrainingSentenceDataset(

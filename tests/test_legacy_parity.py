@@ -149,16 +149,16 @@ def test_annotate_legacy_reproduces_the_original(legacy_dir, expected, model):
 
 def test_restricted_to_cell_types_reproduces_ignore_idx_run(legacy_dir, expected_ct_only, model, monkeypatch):
     # Record the banned set the public API really hands to the decoder.
-    from scmulan.model import _infer_mixin
+    from scmulan.model import _annotation
 
     seen = []
-    original = _infer_mixin.decode_cells
+    original = _annotation.decode_cells
 
-    def spy(*args, **kwargs):
-        seen.append(kwargs.get("banned"))
-        return original(*args, **kwargs)
+    def spy(net, vocab, source, recipe, **kwargs):
+        seen.append(recipe.banned)
+        return original(net, vocab, source, recipe, **kwargs)
 
-    monkeypatch.setattr(_infer_mixin, "decode_cells", spy)
+    monkeypatch.setattr(_annotation, "decode_cells", spy)
     adata = ad.read_h5ad(legacy_dir / "prepared_input_2000.h5ad")
     labels, emb = model.annotate(adata, legacy=True, restrict_to_cell_types=True, return_embedding=True, progress=False)
     assert len(seen) == 1

@@ -78,6 +78,7 @@ LOWER_LAYERS = (
     Section("nn", "Network: `nn`", "The transformer as a plain `torch.nn.Module`.", level=3),
     Section("train", "Training: `train`", "The Lightning training plan.", level=3),
     Section("hub", "Checkpoints: `hub`", "Pretrained registry, legacy import and safetensors.", level=3),
+    Section("model", "Model parts: `model`", "What the model's recipes receive, and calibration.", level=3),
 )
 LOWER_INTRO = (
     "The layers under the user API, for building on scmulan (data flows from top to bottom). "

@@ -84,16 +84,16 @@ def test_bf16_autocast_only_on_cuda_that_supports_it(fake):
 
 def test_legacy_annotation_runs_without_mixed_precision(monkeypatch, trained, query):
     # annotate(legacy=True) asks the runner for fp32, the default mode for bf16 where available
-    from scmulan.model import _infer_mixin
+    from scmulan.model import _annotation
 
     seen = []
-    original = _infer_mixin.decode_cells
+    original = _annotation.decode_cells
 
-    def spy(*args, **kwargs):
-        seen.append(kwargs.get("mixed_precision", True))
-        return original(*args, **kwargs)
+    def spy(net, vocab, source, recipe, **kwargs):
+        seen.append(not recipe.legacy)  # a legacy recipe decodes in float32
+        return original(net, vocab, source, recipe, **kwargs)
 
-    monkeypatch.setattr(_infer_mixin, "decode_cells", spy)
+    monkeypatch.setattr(_annotation, "decode_cells", spy)
     cells = query[:4].copy()
     trained.annotate(cells, legacy=True, progress=False)
     trained.annotate(cells, progress=False)

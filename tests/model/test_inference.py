@@ -163,17 +163,17 @@ def legacy_cells(legacy_dir):
 @pytest.fixture
 def decoded(monkeypatch):
     """Spy on the decoder the model calls: the keyword arguments and raw outputs of every call."""
-    from scmulan.model import _infer_mixin
+    from scmulan.model import _annotation
 
     calls = []
-    original = _infer_mixin.decode_cells
+    original = _annotation.decode_cells
 
-    def spy(*args, **kwargs):
-        out = original(*args, **kwargs)
-        calls.append((kwargs, out))
+    def spy(net, vocab, source, recipe, **kwargs):
+        out = original(net, vocab, source, recipe, **kwargs)
+        calls.append((recipe, out))
         return out
 
-    monkeypatch.setattr(_infer_mixin, "decode_cells", spy)
+    monkeypatch.setattr(_annotation, "decode_cells", spy)
     return calls
 
 
@@ -186,9 +186,9 @@ def _expected_labels(model, tokens, field):
 
 def test_unconstrained_outputs_outside_the_field_are_unclassified(legacy_model, legacy_cells, decoded):
     labels = legacy_model.annotate(legacy_cells, constrained=False, progress=False)
-    ((kwargs, out),) = decoded
-    assert kwargs["allowed"] is None
-    assert kwargs["banned"] is None
+    ((recipe, out),) = decoded
+    assert recipe.allowed is None
+    assert recipe.banned is None
     gene_ids = set(legacy_model.vocab.gene_ids)
     assert any(int(t) in gene_ids for t in out.tokens[:, :2].ravel())  # the random model really decodes genes here
     assert labels["coarse"].astype(str).tolist() == _expected_labels(legacy_model, out.tokens[:, 0], "coarse_cell_type")
@@ -199,11 +199,11 @@ def test_unconstrained_outputs_outside_the_field_are_unclassified(legacy_model, 
 
 def test_restrict_to_cell_types_applies_without_legacy(legacy_model, legacy_cells, decoded):
     labels = legacy_model.annotate(legacy_cells, constrained=False, restrict_to_cell_types=True, progress=False)
-    ((kwargs, out),) = decoded
+    ((recipe, out),) = decoded
     vocab = legacy_model.vocab
     keep = vocab.field_mask("coarse_cell_type") | vocab.field_mask("cell_type")
     keep[vocab.end_id] = True
-    assert np.array_equal(kwargs["banned"], ~keep)
+    assert np.array_equal(recipe.banned, ~keep)
     assert keep[out.tokens[:, :2]].all()
     assert labels["fine"].astype(str).tolist() == _expected_labels(legacy_model, out.tokens[:, 1], "cell_type")
     assert (labels["fine"].astype(str) != "Unclassified").any()  # real cell types now reach the labels
@@ -211,12 +211,12 @@ def test_restrict_to_cell_types_applies_without_legacy(legacy_model, legacy_cell
 
 def test_exclude_unclassified_removes_it_from_both_steps(legacy_model, legacy_cells, decoded):
     labels = legacy_model.annotate(legacy_cells, exclude_unclassified=True, progress=False)
-    ((kwargs, _),) = decoded
+    ((recipe, _),) = decoded
     unclassified = legacy_model.vocab.token_id("cell_type", "Unclassified")
     assert unclassified == legacy_model.vocab.token_id("coarse_cell_type", "Unclassified")
-    assert kwargs["allowed"][0].sum() == len(legacy_model.vocab.field_ids("coarse_cell_type")) - 1
-    assert not kwargs["allowed"][0][unclassified]
-    assert not kwargs["allowed"][1][unclassified]
+    assert recipe.allowed[0].sum() == len(legacy_model.vocab.field_ids("coarse_cell_type")) - 1
+    assert not recipe.allowed[0][unclassified]
+    assert not recipe.allowed[1][unclassified]
     assert "Unclassified" not in set(labels["coarse"].astype(str)) | set(labels["fine"].astype(str))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scmulan.model._inference import decode_cells
+from scmulan.model._inference import DecodingRecipe, decode_cells
 from scmulan.sentence import CellSource
 
 
@@ -14,22 +14,19 @@ def source(trained, query):
     return CellSource(query, trained.vocab, obs_keys=[])
 
 
-def _decode(trained, source, **kwargs):
-    fine = trained.vocab.field_mask("cell_type")
-    coarse = trained.vocab.field_mask("coarse_cell_type")
-    kwargs = {"task": "<annotate>", "n_steps": 2, "allowed": [coarse, fine], "progress": False, **kwargs}
-    return decode_cells(trained.module, trained.vocab, source, **kwargs)
+def _decode(trained, source, embedding="first", **kwargs):
+    allowed = [trained.vocab.field_mask("coarse_cell_type"), trained.vocab.field_mask("cell_type")]
+    recipe = DecodingRecipe("annotation", 2, tuple(allowed), embedding=embedding)
+    return decode_cells(trained.module, trained.vocab, source, recipe, layout=trained.layout, progress=False, **kwargs)
 
 
 def test_only_the_embedding_asked_for_is_allocated(trained, source):
     none = _decode(trained, source, embedding=None)
     assert none.embedding is None
-    assert none.legacy_embedding is None
     first = _decode(trained, source, embedding="first")
     assert first.embedding.shape == (source.n_obs, trained.config.n_embd)
-    assert first.legacy_embedding is None
     legacy = _decode(trained, source, embedding="legacy")
-    assert legacy.legacy_embedding is legacy.embedding
+    assert legacy.embedding.shape == first.embedding.shape
     assert np.array_equal(none.tokens, first.tokens)
     with pytest.raises(ValueError, match="'first', 'legacy' or None"):
         _decode(trained, source, embedding="mean")

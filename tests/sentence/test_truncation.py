@@ -37,8 +37,9 @@ def test_inference_warns_with_the_number_of_truncated_cells(toy_cells, toy_vocab
     """decode_cells sums the truncated cells over its chunks and names them in one warning."""
     import torch
 
-    from scmulan.model._inference import decode_cells
+    from scmulan.model._inference import DecodingRecipe, decode_cells
     from scmulan.nn import CSentenceTransformer, TransformerConfig
+    from scmulan.sentence import SentenceLayout
 
     adata = toy_cells(45, 30, seed=4, density=0.5)
     source = CellSource(adata, toy_vocab, obs_keys=toy_obs_keys)
@@ -48,18 +49,22 @@ def test_inference_warns_with_the_number_of_truncated_cells(toy_cells, toy_vocab
     assert 0 < n_long < adata.n_obs
     torch.manual_seed(0)
     net = CSentenceTransformer(TransformerConfig.from_preset("tiny", vocab_size=len(toy_vocab)))
+    recipe = DecodingRecipe("annotation", 1)
+
+    def layout(genes: int) -> SentenceLayout:  # the layout whose prompts keep `genes` genes with this context
+        n_context = len(source.obs_keys)
+        decoding = SentenceLayout(genes + n_context + 4)
+        assert decoding.decoding_gene_budget(n_context) == genes
+        return decoding
+
     expected = f"{n_long} of {adata.n_obs} cells express more than {max_genes} model genes"
     with pytest.warns(UserWarning, match=re.escape(expected)) as record:
-        out = decode_cells(
-            net, toy_vocab, source, task="<annotate>", n_steps=1, max_genes=max_genes, chunk_size=10, progress=False
-        )
+        out = decode_cells(net, toy_vocab, source, recipe, layout=layout(max_genes), chunk_size=10, progress=False)
     assert sum("model genes" in str(w.message) for w in record) == 1  # one warning for all chunks
     np.testing.assert_array_equal(out.n_genes, np.minimum(n_expressed, max_genes))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a limit no cell reaches: no warning
-        decode_cells(
-            net, toy_vocab, source, task="<annotate>", n_steps=1, max_genes=int(n_expressed.max()), progress=False
-        )
+        decode_cells(net, toy_vocab, source, recipe, layout=layout(int(n_expressed.max())), progress=False)
 
 
 def _dataset(source, vocab, **kwargs) -> TrainingSentenceDataset:

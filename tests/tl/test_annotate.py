@@ -234,3 +234,17 @@ def test_a_tampered_checkpoint_is_refused_clearly(atlas_model_dir, atlas_query, 
     (broken / "vocab.json").write_text(json.dumps(vocab))
     with pytest.raises(ValueError, match=r"vocab.json is not the vocabulary saved with"):
         scmulan.tl.annotate(atlas_query, broken, progress=False)
+
+
+def test_int8_decoding_is_one_keyword_away(atlas_model, atlas_query):
+    # tl.annotate and tl.predict_metadata reach the model's int8 CPU path and record it
+    scmulan.tl.annotate(atlas_query, atlas_model, quantize=True, device="cpu", progress=False)
+    assert atlas_query.uns["scmulan"]["annotate"]["params"]["quantize"] is True
+    int8 = atlas_model.annotate(atlas_query, quantize=True, device="cpu", progress=False)
+    assert list(atlas_query.obs["scmulan_fine"].astype(str)) == list(int8["fine"].astype(str))
+    fp32 = atlas_model.annotate(atlas_query, device="cpu", progress=False)
+    assert (int8["fine"].astype(str) == fp32["fine"].astype(str)).mean() >= 0.95
+    scmulan.tl.predict_metadata(atlas_query, atlas_model, ["organ"], quantize=True, device="cpu", progress=False)
+    assert atlas_query.uns["scmulan"]["predict_metadata"]["params"]["quantize"] is True
+    organ = atlas_model.predict_metadata(atlas_query, ["organ"], quantize=True, device="cpu", progress=False)
+    assert list(atlas_query.obs["scmulan_organ"].astype(str)) == list(organ["organ"].astype(str))

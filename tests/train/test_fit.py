@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import scmulan
-from scmulan.model._train_mixin import _expressed_per_row
+from scmulan.model._training import _expressed_per_row
 from scmulan.train import NonFiniteLossError
 
 FIELDS = {"organ_key": "organ", "coarse_cell_type_key": "coarse_cell_type", "cell_type_key": "cell_type"}
@@ -254,7 +254,7 @@ def test_ddp_over_two_cpu_processes_with_shards(atlas, tmp_path):
     after = model.module.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in after)  # the spawned processes' weights came back
     # each rank streams its own share of the 340 cells; every epoch has the same number of batches per rank
-    spec = model._task_spec(scmulan.sentence.TASKS, None, None, 0.5)
+    spec = model.layout.task_spec(model.obs_keys_, (1.0, 1.0, 1.0))
     sources = [CellSource(model.adata, model.vocab, obs_keys=model.obs_keys_)]
     sources += [CellSource(p, model.vocab, obs_keys=model.obs_keys_) for p in shards]
     per_rank = len(
@@ -324,7 +324,7 @@ def test_cells_that_express_nothing_at_the_end_of_a_chunk_train(atlas):
     n_long = int((n_expressed > 34).sum())  # max_length less the 3 metadata fields and 3 other tokens
     assert n_long > 0
     with pytest.warns(UserWarning, match=rf"{n_long} of 300 training cells express more than 34 model genes"):
-        model.train(max_epochs=1, train_size=1.0, chunk_size=64, enable_progress_bar=False)
+        model.train(max_epochs=1, train_size=1.0, data_kwargs={"chunk_size": 64}, enable_progress_bar=False)
     assert np.isfinite(model.history_["train_loss"].to_numpy()).all()
     counted = _expressed_per_row(data.X, np.arange(data.n_vars))
     np.testing.assert_array_equal(counted, n_expressed)

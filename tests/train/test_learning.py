@@ -53,7 +53,7 @@ def pretrained():
     model.train(
         max_epochs=16,
         task_weights=(1, 1, 2),
-        metadata_fields=("organ", "region"),
+        data_kwargs={"metadata_fields": ("organ", "region")},
         batch_size=32,
         train_size=1.0,
         seed=0,

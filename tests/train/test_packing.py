@@ -24,7 +24,7 @@ def setup(atlas):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = scmulan.SCMULAN(data, config="tiny")
-    spec = model._task_spec(scmulan.sentence.TASKS, None, None, 0.5)
+    spec = model.layout.task_spec(model.obs_keys_, (1.0, 1.0, 1.0))
     task_ids = {t: model.vocab.task_id(t) for t in ("<generate>", "<annotate>", "<metadata>")}
     source = CellSource(data, model.vocab, obs_keys=model.obs_keys_)
     return model, spec, task_ids, source

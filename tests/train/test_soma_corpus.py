@@ -83,7 +83,7 @@ def test_workers_reading_a_soma_corpus_are_spawned(census_like, caplog):
         one_process = new_model(ref)
         one_process.train(corpus=uri, **RUN)
         with_worker = new_model(ref)
-        with_worker.train(corpus=uri, num_workers=1, **RUN)
+        with_worker.train(corpus=uri, data_kwargs={"num_workers": 1}, **RUN)
         assert mp.get_start_method() == "spawn"
         assert "start with 'spawn'" in caplog.text
     finally:

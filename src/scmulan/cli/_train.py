@@ -180,7 +180,7 @@ def run_train(args: argparse.Namespace) -> str:
             break
     return (
         f"trained SCMULAN ({args.config}, {model.module.num_parameters():,} parameters) on {adata.n_obs} cells "
-        f"for {args.epochs} epoch(s), tasks {', '.join(args.tasks or _supported_tasks(model))} -> {out}{shown}"
+        f"for {args.epochs} epoch(s), tasks {', '.join(args.tasks or model.trained_tasks_)} -> {out}{shown}"
     )
 
 
@@ -201,9 +201,3 @@ def _last(history: dict | None, prefix: str) -> float | None:
         if values:
             return values[-1]
     return None
-
-
-def _supported_tasks(model: Any) -> list[str]:
-    """The tasks ``model.train(tasks=None)`` trained: those the registered fields support."""
-    spec = model._task_spec(None, None, None, 0.0)
-    return [task for task, weight in zip(TASKS, spec.weights, strict=True) if weight > 0]

@@ -2,11 +2,13 @@
 
 from ._calibration import Calibration, calibrate, expected_calibration_error, reliability_bins
 from ._model import SCMULAN
+from ._parts import ModelParts
 from ._pretrained import clear_pretrained_cache, load_pretrained, resolve_model
 
 __all__ = [
     "SCMULAN",
     "Calibration",
+    "ModelParts",
     "calibrate",
     "clear_pretrained_cache",
     "expected_calibration_error",

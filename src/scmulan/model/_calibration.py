@@ -258,7 +258,12 @@ def calibrate(
     device: str = "auto",
     seed: int = 0,
 ) -> Calibration:
-    """Fit calibrated confidences and the open-set threshold of a trained model (see :meth:`scmulan.SCMULAN.calibrate`).
+    """Calibrate annotation confidences and fit the open-set threshold on labelled held-out cells.
+
+    ``train`` calls it with its validation cells (``train_size`` < 1); call it yourself with cells the model never
+    trained on, e.g. after :meth:`~scmulan.SCMULAN.finetune` or for a model trained on all its cells. Afterwards
+    :meth:`~scmulan.SCMULAN.annotate` reports calibrated confidences and can flag cells of unseen types
+    (``open_set=True``). The result is saved with the model.
 
     Parameters
     ----------
@@ -266,10 +271,20 @@ def calibrate(
         A :class:`~scmulan.SCMULAN` trained on annotation, with its training data attached (the reference types'
         centroids come from its training cells).
     adata
-        Labelled held-out cells (the registered cell-type columns); ``None``: the model's validation cells.
-    quantile, max_reference_cells, batch_size, device, seed
-        Held-out quantile of the open-set threshold; training cells used for the centroids (a random subset of at
-        most this many); inference settings; the subset's seed.
+        Held-out cells with the registered cell-type columns; ``None``: the model's validation cells.
+    quantile
+        Fraction of held-out cells of known types that stay below the open-set threshold (the rest are the
+        expected false "Unknown" calls).
+    max_reference_cells
+        Training cells used for the reference types' centroids (a random subset of at most this many).
+    batch_size, device
+        Inference settings.
+    seed
+        Seed of the reference subset.
+
+    Returns
+    -------
+    The fitted ``scmulan.model.Calibration`` (held-out ECE before and after, the threshold).
     """
     fields = model.annotation_fields
     if model.adata is None:
@@ -319,6 +334,33 @@ def calibrate(
     )
     model.calibration_ = cal.to_dict()
     return cal
+
+
+def calibrate_after_training(model, validation_indices: np.ndarray, accelerator: str) -> None:
+    """Calibrate a model that just learnt annotation on its validation cells, when at least 10 are labelled."""
+    import logging
+
+    if len(validation_indices) < 10:
+        return
+    columns = [model.obs_keys_[f] for f in model.annotation_fields if f in model.obs_keys_]
+    obs = model.adata.obs.iloc[validation_indices]
+    labelled = obs[columns].notna().all(1).to_numpy() if columns else np.zeros(0, bool)
+    if labelled.sum() < 10:
+        return
+    device = "cpu" if accelerator == "cpu" else "auto"
+    logger = logging.getLogger(__name__)
+    try:
+        cal = calibrate(model, model.adata[validation_indices[labelled]], device=device)
+    except ValueError as e:  # e.g. too few validation cells express a model gene
+        logger.info("not calibrated: %s", e)
+        return
+    logger.info(
+        "calibrated on %d validation cells: ECE %.3f -> %.3f, open-set threshold %.2f",
+        cal.n_heldout,
+        cal.ece_before,
+        cal.ece_after,
+        cal.threshold,
+    )
 
 
 def _is_missing(values: np.ndarray) -> np.ndarray:

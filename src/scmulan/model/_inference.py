@@ -21,12 +21,11 @@ from scmulan.sentence import (
     CellSource,
     GeneSegments,
     Segment,
+    SentenceLayout,
     concat,
-    gene_segments,
     length_batches,
     offsets_from_lengths,
     pad,
-    prompts,
     warn_truncated,
 )
 
@@ -43,9 +42,83 @@ class Decoded:
     n_generated: np.ndarray  # (n,) int64
     n_genes: np.ndarray  # (n,) expressed model genes in the prompt
     prompt_tail: np.ndarray  # (n, 3) the last three prompt ids (-1 where the prompt is shorter)
-    embedding: np.ndarray | None = None  # (n, C) the embedding asked for (``embedding=`` of decode_cells)
-    legacy_embedding: np.ndarray | None = None  # (n, C) the same array when the original scMulan's choice was asked
+    embedding: np.ndarray | None = None  # (n, C) the embedding the recipe asked for (``DecodingRecipe.embedding``)
     pooled: np.ndarray | None = None  # (n, C) mean over gene positions of the prompt
+
+
+@dataclass(frozen=True, eq=False)
+class DecodingRecipe:
+    """What :func:`decode_cells` decodes, fixed once per call: the prompt, the steps and their rules, the outputs.
+
+    Build one with the constructors (:meth:`annotation`, :meth:`legacy_annotation`, :meth:`metadata`,
+    :meth:`mean_pooling`) rather than field by field.
+
+    Attributes
+    ----------
+    task
+        ``"annotation"`` or ``"metadata"``: the prompt token (see :class:`~scmulan.sentence.SentenceLayout`).
+    n_steps
+        Tokens decoded per cell.
+    allowed
+        Per step, a boolean mask over the vocabulary of the entities that may be chosen (``None``: any).
+    banned
+        Boolean mask of entities never chosen (the original's ``ignore_Idx``).
+    use_context
+        Put the cells' known metadata (the source's ``obs_keys``) in the prompt.
+    legacy
+        The original scMulan's rules: every entity already in the sentence banned except the most recent one,
+        a cell stops at ``<E>``, prompts never cut, float32 even on GPUs (bf16 flips near-tied greedy steps).
+    embedding
+        Which embedding to return (only that array is allocated): ``"first"``, the hidden state at the first decoded
+        token (needs ``n_steps >= 2``); ``"legacy"``, the original's (the hidden state at the last prompt position
+        before its final ``<E>``); ``None``: none.
+    pool
+        Also return the mean final hidden state over the prompt's gene positions.
+    """
+
+    task: str
+    n_steps: int
+    allowed: tuple[np.ndarray | None, ...] | None = None
+    banned: np.ndarray | None = None
+    use_context: bool = True
+    legacy: bool = False
+    embedding: Literal["first", "legacy"] | None = None
+    pool: bool = False
+
+    def __post_init__(self) -> None:
+        if self.embedding not in ("first", "legacy", None):
+            msg = f"`embedding` must be 'first', 'legacy' or None, got {self.embedding!r}."
+            raise ValueError(msg)
+
+    @classmethod
+    def annotation(
+        cls, allowed: list[np.ndarray | None] | None, banned: np.ndarray | None, n_steps: int, *, embedding: bool
+    ) -> DecodingRecipe:
+        """Coarse then fine cell type, each step restricted to ``allowed`` (constrained) or free (``None``)."""
+        return cls(
+            "annotation",
+            n_steps,
+            tuple(allowed) if allowed is not None else None,
+            banned,
+            embedding="first" if embedding else None,
+        )
+
+    @classmethod
+    def legacy_annotation(cls, banned: np.ndarray | None, *, embedding: bool) -> DecodingRecipe:
+        """The original scMulan's annotation: three free steps under its rules (see ``legacy``)."""
+        return cls(
+            "annotation", 3, None, banned, use_context=False, legacy=True, embedding="legacy" if embedding else None
+        )
+
+    @classmethod
+    def metadata(cls, allowed: list[np.ndarray]) -> DecodingRecipe:
+        """One metadata field per step, each restricted to its field's categories."""
+        return cls("metadata", len(allowed), tuple(allowed))
+
+    @classmethod
+    def mean_pooling(cls) -> DecodingRecipe:
+        """No decoding: the mean final hidden state over each prompt's genes (no metadata in the prompt)."""
+        return cls("annotation", 1, use_context=False, pool=True)
 
 
 @torch.inference_mode()
@@ -53,59 +126,36 @@ def decode_cells(
     net: CSentenceTransformer,
     vocab: Vocabulary,
     source: CellSource,
+    recipe: DecodingRecipe,
     *,
-    task: str,
-    n_steps: int,
-    allowed: list[np.ndarray | None] | None = None,
-    banned: np.ndarray | None = None,
-    ban_prompt: Literal["none", "all_but_last"] = "none",
-    stop_at_end: bool = False,
-    use_context: bool = True,
-    pool: bool = False,
+    layout: SentenceLayout,
     batch_size: int = 64,
     chunk_size: int = 4096,
-    max_genes: int | None = None,
     device: torch.device | None = None,
-    mixed_precision: bool = True,
     progress: bool = True,
-    embedding: Literal["first", "legacy"] | None = "first",
     max_tokens: int | None = 65536,
     quantize: bool = False,
 ) -> Decoded:
-    """Greedy decoding for every cell of ``source`` (see :func:`scmulan.nn.greedy_decode`).
+    """Greedy decoding of ``recipe`` for every cell of ``source``, in length-sorted right-padded batches.
 
     Parameters
     ----------
-    net, vocab
-        The network and its vocabulary.
+    net
+        The transformer.
+    vocab
+        Its vocabulary.
     source
-        The cells; its ``obs_keys`` are used as context metadata when ``use_context``.
-    task
-        Task prompt (``"<annotate>"`` or ``"<metadata>"``).
-    n_steps
-        Tokens to decode.
-    allowed, banned
-        Boolean masks over the vocabulary: per-step allowed entities, and never-decoded entities.
-    ban_prompt, stop_at_end
-        The original scMulan's decoding rules (legacy mode).
-    use_context
-        Put the cells' known metadata (``source.obs_keys``) in the prompt.
-    pool
-        Also return the mean final hidden state over the prompt's gene positions.
+        The cells.
+    recipe
+        What to decode and return.
+    layout
+        The model's sentence layout (prompt token, gene budget and order).
     batch_size, chunk_size
         Cells per forward pass, and cells read and length-bucketed together.
-    max_genes
-        Keep at most this many genes per cell (the most highly expressed).
     device
         Where to run (default: the network's device).
-    mixed_precision
-        bf16 autocast on CUDA.
     progress
         Show a progress bar.
-    embedding
-        Which embedding to return (only that array is allocated): ``"first"``, the hidden state at the first
-        generated token (needs ``n_steps >= 2``); ``"legacy"``, the original scMulan's (the hidden state at the
-        last prompt position before its final ``<E>``); ``None``: none.
     max_tokens
         At most this many padded prompt tokens per batch (fewer cells in batches of long prompts), so memory stays
         flat whatever the prompt lengths; ``None``: ``batch_size`` cells always.
@@ -118,33 +168,31 @@ def decode_cells(
     net = net.to(device).eval()
     if quantize and torch.device(device).type == "cpu":
         net = quantized(net)
-    n, C = source.n_obs, net.config.n_embd
+    n, C, n_steps, embedding = source.n_obs, net.config.n_embd, recipe.n_steps, recipe.embedding
     tokens = np.zeros((n, n_steps), dtype=np.int64)
     probs = np.zeros((n, n_steps), dtype=np.float32)
     n_generated = np.zeros(n, dtype=np.int64)
     n_genes = np.zeros(n, dtype=np.int64)
     tail = np.full((n, 3), -1, dtype=np.int64)
-    if embedding not in ("first", "legacy", None):
-        msg = f"`embedding` must be 'first', 'legacy' or None, got {embedding!r}."
-        raise ValueError(msg)
     emb = np.zeros((n, C), dtype=np.float32) if embedding == "legacy" or (embedding and n_steps >= 2) else None
-    pooled = np.zeros((n, C), dtype=np.float32) if pool else None
+    pooled = np.zeros((n, C), dtype=np.float32) if recipe.pool else None
     to_device = lambda m: torch.as_tensor(m, device=device) if m is not None else None
-    allowed_t = [to_device(a) for a in allowed] if allowed is not None else None
-    banned_t = to_device(banned)
-    task_id = vocab.task_id(task)
+    allowed_t = [to_device(a) for a in recipe.allowed] if recipe.allowed is not None else None
+    banned_t = to_device(recipe.banned)
+    task_id = vocab.task_id(layout.prompt_token(recipe.task))
+    n_context = len(source.obs_keys)
     n_truncated = 0
     with tqdm(total=n, desc="decoding", unit="cells", disable=not progress) as bar:
         for rows, X, meta in source.iter_chunks(chunk_size):
-            genes = gene_segments(X, source.col_token, order="legacy", max_genes=max_genes)
+            genes = layout.decoding_genes(X, source.col_token, n_context, truncate=not recipe.legacy)
             n_truncated += genes.n_truncated
-            context = meta if use_context and meta.shape[1] else None
-            sentences = prompts(task_id, len(rows), genes=genes, context=context)
+            context = meta if recipe.use_context and meta.shape[1] else None
+            sentences = layout.inference_prompts(task_id, genes, context)
             n_genes[rows] = genes.lengths
             for b in length_batches(sentences.lengths, batch_size, max_tokens=max_tokens):
                 batch = pad(sentences, b, pad_id=vocab.pad_id, side="right")
                 ids, lv, mask = (batch[k].to(device) for k in ("ids", "levels", "attention_mask"))
-                with autocast(device, mixed_precision=mixed_precision):
+                with autocast(device, mixed_precision=not recipe.legacy):
                     out = greedy_decode(
                         net,
                         ids,
@@ -153,10 +201,10 @@ def decode_cells(
                         n_steps,
                         allowed=allowed_t,
                         banned=banned_t,
-                        ban_prompt=ban_prompt,
-                        stop_at_end=stop_at_end,
+                        ban_prompt="all_but_last" if recipe.legacy else "none",
+                        stop_at_end=recipe.legacy,
                         end_id=vocab.end_id,
-                        pool_mask=(lv > 0) if pool else None,
+                        pool_mask=(lv > 0) if recipe.pool else None,
                         padding="right",
                     )
                 r = rows[b]
@@ -179,10 +227,9 @@ def decode_cells(
                 if pooled is not None:
                     pooled[r] = host[:, -C:]
             bar.update(len(rows))
-    if max_genes is not None:
-        warn_truncated(n_truncated, n, max_genes)
-    legacy = emb if embedding == "legacy" else None
-    return Decoded(tokens, probs, n_generated, n_genes, tail, emb, legacy, pooled)
+    if not recipe.legacy:
+        warn_truncated(n_truncated, n, layout.decoding_gene_budget(n_context))
+    return Decoded(tokens, probs, n_generated, n_genes, tail, emb, pooled)
 
 
 def quantized(net: CSentenceTransformer) -> CSentenceTransformer:
@@ -216,36 +263,55 @@ class Generated:
     ended: np.ndarray
 
 
+@dataclass(frozen=True)
+class SamplingRecipe:
+    """How :func:`generate_cells` samples, fixed once per call.
+
+    Attributes
+    ----------
+    temperature, top_k, gamma
+        Softmax temperature, top-k filtering (``None``: off) and the factor on the probability of ``<E>``.
+    seed
+        Seed of the device's random generator (same seed, batch size and device: the same cells).
+    legacy
+        The original ``generate_cellGenesis``: any entity may be drawn, the most recent one is not banned, levels
+        0..10; otherwise only genes not yet in the cell (and ``<E>``) are drawn, at levels 1..10.
+    """
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    gamma: float = 0.1
+    seed: int = 0
+    legacy: bool = False
+
+
 @torch.inference_mode()
 def generate_cells(
     net: CSentenceTransformer,
     vocab: Vocabulary,
     conditions: np.ndarray,
+    recipe: SamplingRecipe,
     *,
+    layout: SentenceLayout,
     prompt_genes: GeneSegments | None = None,
     exclude: list[int] | None = None,
     max_new_tokens: int = 1500,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    gamma: float = 0.1,
-    seed: int = 0,
     batch_size: int = 64,
     device: torch.device | None = None,
-    mixed_precision: bool = True,
-    legacy: bool = False,
     progress: bool = True,
 ) -> Generated:
     """Sample one cell per row of ``conditions`` (metadata token ids, ``-1`` where unconditioned).
 
     Genes given in ``prompt_genes`` (with their levels) follow the ``<generate>`` prompt as if already generated,
-    and stay part of the cell; genes in ``exclude`` are never drawn. The random generator is seeded once per call on the device, so the same seed, batch
-    size and device give the same cells.
+    and stay part of the cell; genes in ``exclude`` are never drawn. The random generator is seeded once per call
+    on the device, so the same seed, batch size and device give the same cells.
     """
     device = device or net.device
     net = net.to(device).eval()
     n = conditions.shape[0]
-    task_id = vocab.task_id("<generate>")
-    sentences = prompts(task_id, n, context=conditions, prompt_genes=prompt_genes)
+    task_id = vocab.task_id(layout.prompt_token("generation"))
+    sentences = layout.generation_prompts(task_id, conditions, prompt_genes)
+    legacy = recipe.legacy
     if legacy:
         candidates = None
     else:
@@ -254,7 +320,7 @@ def generate_cells(
         candidates[vocab.end_id] = True
         if exclude:
             candidates[torch.as_tensor(exclude, device=device)] = False
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(recipe.seed)
     gen_ids, gen_levels, lengths = [], [], np.zeros(n, dtype=np.int64)
     ended = np.zeros(n, dtype=bool)
     with tqdm(total=n, desc="generating", unit="cells", disable=not progress) as bar:
@@ -262,7 +328,7 @@ def generate_cells(
             b = np.arange(start, min(start + batch_size, n))
             batch = pad(sentences, b, pad_id=vocab.pad_id, side="right")
             ids, lv, mask = (batch[k].to(device) for k in ("ids", "levels", "attention_mask"))
-            with autocast(device, mixed_precision=mixed_precision):
+            with autocast(device, mixed_precision=True):
                 out = sample_decode(
                     net,
                     ids,
@@ -271,9 +337,9 @@ def generate_cells(
                     max_new_tokens,
                     candidates=candidates,
                     end_id=vocab.end_id,
-                    temperature=temperature,
-                    top_k=top_k,
-                    gamma=gamma,
+                    temperature=recipe.temperature,
+                    top_k=recipe.top_k,
+                    gamma=recipe.gamma,
                     generator=generator,
                     ban_seen="all_but_last" if legacy else "all",
                     level_range=(0, 10) if legacy else (1, 10),

@@ -9,6 +9,7 @@ from ._assemble import END_GROUP, GENE_SET_GROUP, PROMPT_GROUP, Segment, Sentenc
 from ._collate import length_batches, pad
 from ._corpus import as_sources
 from ._genes import GeneSegments, gene_segments, gene_token_ids, warn_truncated
+from ._layout import SentenceLayout
 from ._levels import expression_levels
 from ._normalize import normalize_log1p
 from ._packing import forward_heads, pack_batch, pack_layout, real_token_fraction
@@ -28,6 +29,7 @@ __all__ = [
     "CellSource",
     "GeneSegments",
     "Segment",
+    "SentenceLayout",
     "Sentences",
     "SomaSource",
     "TaskSpec",

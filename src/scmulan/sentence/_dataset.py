@@ -24,7 +24,8 @@ from scmulan._warnings import warn
 
 from ._assemble import Sentences
 from ._collate import pad
-from ._genes import gene_segments, warn_truncated
+from ._genes import warn_truncated
+from ._layout import SentenceLayout
 from ._sources import CellSource
 from ._tasks import TaskSpec, training_sentences
 
@@ -47,7 +48,7 @@ class TrainingSentenceDataset(IterableDataset):
     chunk_size
         Cells read and bucketed together (larger: less padding, more memory).
     max_length
-        Maximum sentence length; longer cells keep their most highly expressed genes.
+        Maximum sentence length; longer cells keep their most highly expressed genes (ignored with ``layout``).
     block_size
         Consecutive rows kept together when shuffling (1 = full shuffle; larger for backed files).
     indices
@@ -61,6 +62,8 @@ class TrainingSentenceDataset(IterableDataset):
     warn_truncation
         At the end of every pass over the data, warn with the number of cells whose sentences were cut to
         ``max_length`` (counted by each process: the main one, or each data-loading worker).
+    layout
+        The model's :class:`SentenceLayout` (gene budget and order); default: one with ``max_length``.
     """
 
     def __init__(
@@ -81,13 +84,15 @@ class TrainingSentenceDataset(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         warn_truncation: bool = True,
+        layout: SentenceLayout | None = None,
     ) -> None:
         super().__init__()
         self.sources = sources
         self.spec = spec
         self.task_ids = task_ids
         self.end_id, self.pad_id = end_id, pad_id
-        self.batch_size, self.chunk_size, self.max_length = batch_size, chunk_size, max_length
+        self.layout = layout if layout is not None else SentenceLayout(max_length)
+        self.batch_size, self.chunk_size, self.max_length = batch_size, chunk_size, self.layout.max_length
         self.block_size, self.shuffle, self.seed = block_size, shuffle, seed
         self.indices = indices or [None] * len(sources)
         self._rank, self._world_size = rank, world_size
@@ -201,7 +206,7 @@ class TrainingSentenceDataset(IterableDataset):
         else:
             X = sparse.vstack([x for _, x in X_parts], format="csr")[np.argsort(order, kind="stable")]
             col_token = self.sources[0].col_token
-        genes = gene_segments(X, col_token, order="shuffle", max_genes=self.max_genes(meta.shape[1]), rng=rng)
+        genes = self.layout.training_genes(X, col_token, meta.shape[1], rng)
         self._truncated[0] += genes.n_truncated
         self._truncated[1] += len(row)
         return training_sentences(genes, meta, self.spec, self.task_ids, self.end_id, rng)
@@ -227,10 +232,6 @@ class TrainingSentenceDataset(IterableDataset):
             f"(annotation needs {list(self.spec.annotation_fields)}; metadata needs one of the metadata fields)."
         )
         raise ValueError(msg)
-
-    def max_genes(self, n_fields: int) -> int:
-        """Genes a training sentence keeps at most (``max_length`` less the metadata, task and ``<E>`` tokens)."""
-        return max(1, self.max_length - n_fields - 3)
 
     def _batches(self, sentences: Sentences, task: np.ndarray, rng: np.random.Generator) -> list[dict]:
         _, world = self._world()
@@ -272,7 +273,7 @@ class TrainingSentenceDataset(IterableDataset):
                 reader = f" by data-loading worker {worker}" if info is not None else ""
                 warn_truncated(
                     *self._truncated,
-                    self.max_genes(len(self.sources[0].obs_keys)),
+                    self.layout.training_gene_budget(len(self.sources[0].obs_keys)),
                     cells=f"training cells read in this pass{reader}",
                     hint="raise `max_length` to keep them all",
                 )

@@ -27,6 +27,7 @@ def predict_metadata(
     device: str = "auto",
     mod: str = "rna",
     progress: bool = True,
+    quantize: bool = False,
     copy: bool = False,
 ) -> AnnData | MuData | None:
     """Predict metadata fields of every cell (e.g. organ and region).
@@ -47,7 +48,7 @@ def predict_metadata(
         ``obs[f"{key_added}_{field}_confidence"]`` and the parameters ``uns[key_added]["params"]``.
     use_metadata
         Give the model the other metadata columns the query has.
-    batch_size, device, mod, progress, copy
+    batch_size, device, mod, progress, quantize, copy
         As in :func:`scmulan.tl.annotate`.
 
     Returns
@@ -61,7 +62,13 @@ def predict_metadata(
     model = as_model(model)
     started = start(f"predicting {', '.join(fields)}")
     table = model.predict_metadata(
-        ad, fields, use_metadata=use_metadata, batch_size=batch_size, device=device, progress=progress
+        ad,
+        fields,
+        use_metadata=use_metadata,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        quantize=quantize,
     )
     note_overwrite(ad, key_added, "predict_metadata", obs=[f"{key_added}_{c}" for c in table.columns])
     added = []
@@ -70,7 +77,10 @@ def predict_metadata(
         ad.obs[key] = table[column].values
         added.append(f"obs['{key}']")
     record(
-        ad, key_added, "predict_metadata", {"fields": fields, "use_metadata": use_metadata, "batch_size": batch_size}
+        ad,
+        key_added,
+        "predict_metadata",
+        {"fields": fields, "use_metadata": use_metadata, "batch_size": batch_size, "quantize": quantize},
     )
     finish(started, added)
     return data if copy else None

@@ -1,0 +1,251 @@
+"""Conditional generation of cells into new AnnData objects, and the de-binning table (recipes of ``SCMULAN``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+
+from scmulan._device import resolve_device
+from scmulan._plain import plain
+from scmulan._warnings import warn
+from scmulan.model._debin import debin, debinning_table
+from scmulan.model._inference import SamplingRecipe, generate_cells
+from scmulan.model._parts import ModelParts
+from scmulan.model._query import query_source
+from scmulan.sentence import GeneSegments
+
+
+def generate(
+    parts: ModelParts,
+    conditions: Mapping[str, Any] | pd.DataFrame | None = None,
+    n_cells: int = 1,
+    *,
+    gene_prompts: Mapping[str, int] | None = None,
+    temperature: float = 1.0,
+    gamma: float | None = None,
+    top_k: int | None = None,
+    seed: int = 0,
+    max_length: int | None = None,
+    legacy: bool = False,
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> AnnData:
+    """Generate cells conditioned on metadata (and optionally on fixed gene levels).
+
+    Parameters
+    ----------
+    conditions
+        ``{field: category}`` (one condition), ``{field: [categories…]}`` (one condition per position), or a
+        DataFrame with one row per condition and a column per field. ``None``: unconditional.
+    n_cells
+        Cells generated per condition.
+    gene_prompts
+        ``{gene: level}`` set in every generated cell (levels 1..10 put the gene in the prompt at that level;
+        level 0 forbids the gene), e.g. for in-silico perturbation.
+    temperature, gamma, top_k
+        Sampling controls: softmax temperature, the factor on the probability of ending the cell and top-k
+        filtering. ``gamma=None``: 1 (no correction) for models trained with the next-entity objective, whose
+        stop is calibrated by training; 0.1 for the set objective and the original checkpoint (the original's
+        length control, < 1 gives longer cells; 0.1 in all published runs).
+    seed
+        Same seed, batch size and device → the same cells.
+    max_length
+        Longest sentence (prompt included); default: the model's ``max_length``.
+    legacy
+        Sample exactly as the original ``generate_cellGenesis`` (any entity may be drawn, the most recent one is
+        not banned, levels 0..10).
+    batch_size, device, progress
+        See :meth:`annotate`.
+
+    Returns
+    -------
+    A new AnnData (cells × model genes): ``obs`` holds the conditions, ``n_genes`` and ``ended`` (the cell
+    ended with ``<E>`` rather than at ``max_length``); ``layers["levels"]`` the generated levels 1..10;
+    ``X`` the levels de-binned to log-normalised values (per-gene, per-level means of the training data, drawn
+    within each level's range for next-entity models, see ``scmulan.model._debin.debin``; without a table,
+    e.g. for the original checkpoint, ``level / 10`` = fraction of the cell's maximum).
+    """
+    from scipy import sparse
+
+    parts.require_task("generation", "generate")
+    if gamma is None:
+        gamma = 1.0 if parts.next_entity and not legacy else 0.1
+    _check_sampling(temperature=temperature, gamma=gamma, top_k=top_k, batch_size=batch_size)
+    table = _conditions_table(parts, conditions, n_cells)
+    fields = [f for f in parts.vocab.metadata_fields if f in table.columns]
+    tokens = np.full((len(table), len(fields)), -1, dtype=np.int64)
+    for j, f in enumerate(fields):
+        col = table[f]
+        present = col.notna().to_numpy()
+        tokens[present, j] = parts.vocab.token_ids(f, col[present].astype(str).tolist())
+    prompt = _gene_prompt(parts, gene_prompts, len(table))
+    n_prompt_genes = len(prompt[0].ids) // max(1, len(table)) if prompt else 0
+    limit = parts.layout.generation_budget(len(fields), n_prompt_genes, max_length=max_length)
+    out = generate_cells(
+        parts.network,
+        parts.vocab,
+        tokens,
+        SamplingRecipe(temperature=temperature, top_k=top_k, gamma=gamma, seed=seed, legacy=legacy),
+        layout=parts.layout,
+        prompt_genes=prompt[0] if prompt else None,
+        exclude=prompt[1] if prompt else None,
+        max_new_tokens=limit,
+        batch_size=batch_size,
+        device=resolve_device(device),
+        progress=progress,
+    )
+    gene_ids = np.asarray(parts.vocab.gene_ids)
+    column = np.full(len(parts.vocab), -1, dtype=np.int64)
+    column[gene_ids] = np.arange(len(gene_ids))
+    rows = np.repeat(np.arange(len(table)), np.diff(out.offsets))
+    keep = column[out.ids] >= 0
+    shape = (len(table), len(gene_ids))
+    levels = sparse.csr_matrix((out.levels[keep].astype(np.float32), (rows[keep], column[out.ids[keep]])), shape=shape)
+    # next-entity models: values drawn within each level's range (the set objective and legacy: the level mean)
+    next_entity = parts.next_entity and not legacy
+    within = np.random.default_rng(seed) if next_entity else None
+    values = sparse.csr_matrix(
+        (
+            debin(parts.debin_table, out.ids[keep], out.levels[keep], rng=within),
+            (rows[keep], column[out.ids[keep]]),
+        ),
+        shape=shape,
+    )
+    obs = table.copy()
+    for f in obs.columns:
+        obs[f] = pd.Categorical(obs[f])
+    obs["n_genes"] = np.diff(levels.indptr)
+    obs["ended"] = out.ended
+    obs.index = [f"generated_{i}" for i in range(len(obs))]
+    result = AnnData(X=values, obs=obs, var=pd.DataFrame(index=parts.vocab.genes), layers={"levels": levels})
+    if parts.debin_table is None:
+        warn(
+            "This model has no de-binning table (the original checkpoint carries none): the generated `X` holds "
+            "level / 10, not log-normalised values. Call `model.fit_debinning(reference)` with log-normalised "
+            "reference cells first to get values on the data's scale.",
+            UserWarning,
+        )
+    result.uns["scmulan_generate"] = {
+        "params": plain(
+            {
+                "n_cells": n_cells,
+                "temperature": temperature,
+                "gamma": gamma,
+                "top_k": top_k if top_k is not None else 0,
+                "seed": seed,
+                "max_length": max_length or parts.layout.max_length,
+                "legacy": legacy,
+                "gene_prompts": dict(gene_prompts or {}),
+            }
+        ),
+        "scale": "X: log-normalised (de-binned)" if parts.debin_table is not None else "X: level / 10",
+    }
+    return result
+
+
+def _conditions_table(parts: ModelParts, conditions, n_cells: int) -> pd.DataFrame:
+    if isinstance(n_cells, bool) or not isinstance(n_cells, int | np.integer) or n_cells < 1:
+        msg = f"`n_cells` must be an integer >= 1, got {n_cells!r}."
+        raise ValueError(msg)
+    if conditions is None:
+        table = pd.DataFrame(index=range(1))
+    elif isinstance(conditions, pd.DataFrame):
+        table = conditions.reset_index(drop=True)
+    elif not isinstance(conditions, Mapping):
+        msg = (
+            "`conditions` must be a mapping such as {'organ': 'Lung', 'cell_type': 'T cell'}, a DataFrame with "
+            f"one row per condition, or None; got {type(conditions).__name__}."
+        )
+        raise TypeError(msg)
+    else:
+        values = dict(conditions)
+        lengths = {len(v) for v in values.values() if isinstance(v, list | tuple | np.ndarray | pd.Series)}
+        if len(lengths) > 1:
+            msg = "Lists in `conditions` must all have the same length."
+            raise ValueError(msg)
+        table = pd.DataFrame(values, index=range(lengths.pop() if lengths else 1))
+    if len(table) == 0:
+        msg = "`conditions` holds no condition (an empty list or DataFrame); give at least one."
+        raise ValueError(msg)
+    for f in table.columns:
+        if f not in parts.vocab.metadata_fields:
+            msg = f"Unknown condition field {f!r}; the model knows {parts.vocab.metadata_fields}."
+            raise ValueError(msg)
+        cats = table[f].dropna().astype(str).unique()
+        unknown = [c for c in cats if not parts.vocab.has_token(f, c)]
+        if unknown:
+            raise ValueError(_unknown_categories_message(parts, f, unknown))
+    return table.loc[table.index.repeat(n_cells)].reset_index(drop=True)
+
+
+def _unknown_categories_message(parts: ModelParts, field: str, unknown: list[str]) -> str:
+    """Unknown condition categories: close matches first, then the valid ones (alphabetical, at most 50)."""
+    msg = f"Unknown {field!r} categories {unknown[:5]}{' …' if len(unknown) > 5 else ''}"
+    hints = parts.vocab.suggestions(field, unknown[:5])
+    if hints:
+        msg += "; did you mean " + "; ".join(f"{close} for {u!r}" for u, close in hints.items()) + "?"
+    valid = sorted(parts.vocab.categories(field), key=str.lower)
+    shown = 50
+    msg += f" The model has {len(valid)} {field!r} categories; valid ones: {valid[:shown]}"
+    if len(valid) > shown:
+        msg += f" … (all of them: `model.vocab.categories({field!r})`)"
+    return msg + "."
+
+
+def _gene_prompt(parts: ModelParts, gene_prompts, n: int) -> tuple[GeneSegments, list[int]] | None:
+    if not gene_prompts:
+        return None
+    index = parts.vocab.gene_index()
+    unknown = [g for g in gene_prompts if g not in index]
+    if unknown:
+        msg = f"`gene_prompts` genes {unknown[:5]} are not model genes."
+        raise ValueError(msg)
+    bad = {g: lv for g, lv in gene_prompts.items() if not (isinstance(lv, int | np.integer) and 0 <= lv <= 10)}
+    if bad:
+        msg = f"`gene_prompts` levels must be integers 0..10, got {bad}."
+        raise ValueError(msg)
+    present = [(index[g], int(lv)) for g, lv in gene_prompts.items() if lv > 0]
+    banned = [index[g] for g, lv in gene_prompts.items() if lv == 0]
+    ids = np.tile(np.array([i for i, _ in present], dtype=np.int64), n)
+    levels = np.tile(np.array([lv for _, lv in present], dtype=np.int64), n)
+    offsets = np.arange(n + 1, dtype=np.int64) * len(present)
+    return GeneSegments(ids, levels, offsets), banned
+
+
+def fit_debinning(parts: ModelParts, adata: AnnData, *, chunk_size: int = 4096) -> np.ndarray:
+    """Learn the de-binning table of :meth:`generate` from log-normalised reference cells.
+
+    Use it for a model imported from the original checkpoint, which carries no table. Training fits one from its
+    training cells.
+
+    Parameters
+    ----------
+    adata
+        Log-normalised reference cells.
+    chunk_size
+        Cells read at a time.
+    """
+    source = query_source(parts, adata, context=False, where="fit_debinning")
+    return debinning_table((X for _, X, _ in source.iter_chunks(chunk_size)), source.col_token, len(parts.vocab))
+
+
+def _check_sampling(*, temperature: float, gamma: float, top_k: int | None, batch_size: int) -> None:
+    """Refuse sampling controls that would fail (or silently misbehave) deep inside the decoding loop."""
+    if not temperature > 0:
+        msg = f"`temperature` must be > 0, got {temperature}."
+        raise ValueError(msg)
+    if not gamma >= 0:
+        msg = f"`gamma` (the factor on the probability of ending a cell) must be >= 0, got {gamma}."
+        raise ValueError(msg)
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1):
+        msg = f"`top_k` must be None (no filtering) or an integer >= 1, got {top_k!r}."
+        raise ValueError(msg)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        msg = f"`batch_size` must be an integer >= 1, got {batch_size!r}."
+        raise ValueError(msg)

@@ -1,0 +1,64 @@
+"""The thin model class: each method is its recipe's face (signature, docstring), and train()'s grouped options."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+
+import pytest
+
+import scmulan
+from scmulan.model import _annotation, _generation, _training
+from scmulan.model._parts import ModelParts
+
+
+@pytest.mark.parametrize(
+    ("method", "recipe", "bound"),
+    [
+        ("annotate", _annotation.annotate, 1),
+        ("predict_metadata", _annotation.predict_metadata, 1),
+        ("generate", _generation.generate, 1),
+        ("train", _training.train, 2),
+    ],
+)
+def test_methods_show_their_recipes_parameters_and_documentation(method, recipe, bound):
+    shown = inspect.signature(getattr(scmulan.SCMULAN, method))
+    own = list(inspect.signature(recipe).parameters)[bound:]
+    assert list(shown.parameters) == ["self", *own]  # what help() and the API docs show
+    assert getattr(scmulan.SCMULAN, method).__doc__ == recipe.__doc__
+    assert "Parameters" in recipe.__doc__
+
+
+def test_parts_are_the_models_state(trained):
+    parts = trained.parts()
+    assert isinstance(parts, ModelParts)
+    assert parts.network is trained.module
+    assert parts.vocab is trained.vocab
+    assert parts.layout.max_length == trained.max_length_
+    assert parts.trained_tasks == tuple(trained.trained_tasks_)
+    assert parts.annotation_fields == trained.annotation_fields == ["coarse_cell_type", "cell_type"]
+
+
+def _weights(model) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.module.state_dict().items()):
+        digest.update(name.encode() + tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_the_old_spelling_of_grouped_options_still_trains_the_same_model(reference):
+    run = {"max_epochs": 1, "batch_size": 32, "train_size": 1.0, "enable_progress_bar": False}
+    grouped = scmulan.SCMULAN(reference, config="tiny")
+    grouped.train(plan_kwargs={"weight_decay": 0.05}, data_kwargs={"context_dropout": 0.2}, **run)
+    old = scmulan.SCMULAN(reference, config="tiny")
+    with pytest.warns(FutureWarning, match=r"train\(context_dropout=\.\.\.\)` is now spelt `train\(data_kwargs="):
+        with pytest.warns(FutureWarning, match=r"plan_kwargs=\{'weight_decay'"):
+            old.train(weight_decay=0.05, context_dropout=0.2, **run)
+    assert _weights(old) == _weights(grouped)
+
+
+def test_unknown_sentence_options_are_refused_before_training(reference):
+    model = scmulan.SCMULAN(reference, config="tiny")
+    with pytest.raises(ValueError, match=r"`data_kwargs` has unknown options \['dropout'\]; the options are"):
+        model.train(max_epochs=1, data_kwargs={"dropout": 0.1})
+    assert not model.is_trained_
