@@ -34,13 +34,24 @@ Metrics (per type, then averaged over types; mean ± s.d. over seeds):
 
     python benchmarks/compare_generation.py --data pbmc --config small --epochs 40 --seeds 0 1 2 3 4   # the issue
     python benchmarks/compare_generation.py --data pbmc --config tiny --epochs 30 --seeds 0             # CPU check
+
+Decoding sweeps on one trained model per split: ``--model-dir DIR`` loads the split's model (``{seed}`` in ``DIR``
+is replaced by the split seed; e.g. a model this script saved under ``benchmarks/results/models/``) instead of
+training one, and ``--sampling`` scores scmulan once per sampling setting (one source ``scmulan <setting>`` each):
+
+    python benchmarks/compare_generation.py --seeds 0 --model-dir /tmp/models/s{seed} --sources scmulan real_train \
+        --sampling default temperature=0.85 top_p=0.95 temperature=0.9,level_temperature=1.0
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
 import json
+import sys
 import time
+from pathlib import Path
 
 import _compare as C
 import numpy as np
@@ -51,6 +62,7 @@ METRICS = (
     "mmd",
     "energy",
     "genes_ratio",
+    "genes_sd_ratio",
     "mean_r",
     "mean_bias",
     "var_r",
@@ -65,6 +77,7 @@ NAMES = {
     "mmd": "MMD² ↓",
     "energy": "energy ↓",
     "genes_ratio": "genes/cell ratio →1",
+    "genes_sd_ratio": "genes/cell s.d. ratio →1",
     "mean_r": "mean r ↑",
     "mean_bias": "mean bias →0",
     "var_r": "var. r ↑",
@@ -149,6 +162,7 @@ def set_scores(cells: np.ndarray, real: np.ndarray, t: str, project, classifier,
         "mmd": mmd_rbf(pc_cells, pc_real, sigma),
         "energy": energy_distance(pc_cells, pc_real),
         "genes_ratio": float((cells > 0).sum(1).mean() / max((real > 0).sum(1).mean(), 1e-9)),
+        "genes_sd_ratio": float((cells > 0).sum(1).std() / max((real > 0).sum(1).std(), 1e-9)),
         "mean_r": _r(gm, rm),
         "mean_bias": float((gm - rm).mean()),
         "var_r": _r(cells.var(0), real.var(0)),
@@ -247,6 +261,140 @@ def train_model(args, ref, seed: int):
     return model, {**info, "cached": False}
 
 
+SAMPLING_KEYS = {
+    "temperature": float,
+    "top_k": int,
+    "top_p": float,
+    "level_temperature": float,
+    "gamma": float,
+    "length": str,
+    "guidance": float,
+    "guide_from": str,
+}
+GUIDE_FROM = {"none": ("coarse_cell_type", "cell_type"), "coarse": ("cell_type",)}
+
+
+def parse_sampling(spec: str) -> dict:
+    """``"temperature=0.85,top_p=0.95"`` -> ``{"temperature": 0.85, "top_p": 0.95}``; ``"default"`` -> ``{}``."""
+    if spec == "default":
+        return {}
+    out = {}
+    for item in spec.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or key not in SAMPLING_KEYS:
+            msg = f"--sampling: {item!r} is not KEY=VALUE with KEY one of {', '.join(SAMPLING_KEYS)} (or 'default')"
+            raise SystemExit(msg)
+        out[key] = None if value.lower() == "none" else SAMPLING_KEYS[key](value)
+    if out.get("guide_from", "none") not in GUIDE_FROM:
+        msg = f"--sampling: guide_from must be one of {', '.join(GUIDE_FROM)}, got {out['guide_from']!r}"
+        raise SystemExit(msg)
+    if out.get("length", "train") != "train":
+        msg = f"--sampling: length must be 'train' (gene counts of training cells), got {out['length']!r}"
+        raise SystemExit(msg)
+    return out
+
+
+def length_prior(model, X_train: np.ndarray, y_train: np.ndarray, seed: int):
+    """``n_genes(ids)``: per prompt, the gene count of a random training cell of the prompt's fine type.
+
+    The length analogue of the library size the ``scvi`` baseline draws from the type's training cells.
+    """
+    import torch
+
+    counts = (X_train > 0).sum(1)
+    token = {model.vocab.token_id("cell_type", t): counts[y_train == t] for t in np.unique(y_train)}
+    rng = np.random.default_rng(seed)
+
+    def n_genes(ids) -> torch.Tensor:
+        out = np.full(ids.shape[0], -1, dtype=np.int64)
+        for tid, pool in token.items():
+            rows = (ids == tid).any(1).cpu().numpy()
+            out[rows] = rng.choice(pool, int(rows.sum()))
+        return torch.as_tensor(out, device=ids.device)
+
+    return n_genes
+
+
+def condition_dropper(model, fields: tuple[str, ...]):
+    """``unconditional(ids, levels, mask)``: the right-padded prompts without the tokens of ``fields``."""
+    import torch
+
+    drop = torch.as_tensor(np.concatenate([model.vocab.field_ids(f) for f in fields]))
+
+    def unconditional(ids, levels, mask):
+        keep = mask & ~torch.isin(ids, drop.to(ids.device))
+        order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices  # kept tokens first, in order
+        width = int(keep.sum(1).max())
+        take = order[:, :width]
+        return ids.gather(1, take), levels.gather(1, take), keep.gather(1, take)
+
+    return unconditional
+
+
+@contextlib.contextmanager
+def decoding_options(options: dict):
+    """Pass ``options`` that ``model.generate`` does not take (yet) straight to ``scmulan.nn.sample_decode``.
+
+    ``n_genes`` may be a function of the prompts' ids (see :func:`length_prior`).
+    """
+    from scmulan.nn import decoding
+
+    if not options:
+        yield
+        return
+    length = options.pop("n_genes", None)
+    dropper = options.pop("unconditional", None)
+
+    def patched(net, ids, levels, mask, *rest, **kwargs):
+        if length is not None:
+            kwargs["n_genes"] = length(ids)
+        if dropper is not None:
+            kwargs["unconditional"] = dropper(ids, levels, mask)
+        return decoding.sample_decode(net, ids, levels, mask, *rest, **{**kwargs, **options})
+
+    modules = [m for n, m in sys.modules.items() if n.startswith("scmulan.model") and m is not None]
+    targets = [m for m in modules if getattr(m, "sample_decode", None) is decoding.sample_decode]
+    if not targets:
+        msg = f"--sampling {options}: no scmulan.model module calls scmulan.nn.sample_decode to pass them to"
+        raise SystemExit(msg)
+    for m in targets:
+        m.sample_decode = patched
+    try:
+        yield
+    finally:
+        for m in targets:
+            m.sample_decode = decoding.sample_decode
+
+
+def generate_cells(model, conditions: dict, args, seed: int, options: dict, n_genes=None):
+    """``model.generate`` with the sampling ``options``; those it does not accept go to ``sample_decode``.
+
+    ``length=train`` sets each cell's gene count to that of a random training cell of its type (``n_genes``).
+    """
+    options = dict(options)
+    if options.pop("length", None) == "train":
+        options["n_genes"] = n_genes
+    guide_from = options.pop("guide_from", "none")
+    if options.get("guidance", 1.0) != 1.0:
+        options["unconditional"] = condition_dropper(model, GUIDE_FROM[guide_from])
+    accepted = inspect.signature(model.generate).parameters
+    direct = {k: v for k, v in options.items() if k in accepted}  # gamma unset: the model's own default
+    with decoding_options({k: v for k, v in options.items() if k not in accepted}):
+        return model.generate(conditions, args.n_generated, seed=seed, device=args.device, progress=False, **direct)
+
+
+def load_model(args, ref, seed: int):
+    """The split's saved model from ``--model-dir`` (``{seed}`` replaced), set up on ``ref``."""
+    import scmulan
+
+    path = Path(args.model_dir.replace("{seed}", str(seed)))
+    scmulan.SCMULAN.setup_anndata(ref, coarse_cell_type_key="coarse_cell_type", cell_type_key="cell_type")
+    model = scmulan.SCMULAN.load(path, adata=ref)
+    info_file = path / "benchmark_info.json"
+    info = json.loads(info_file.read_text()) if info_file.exists() else {}
+    return model, {**info, "loaded_from": str(path), "cached": True}
+
+
 def run_split(args, data, seed: int) -> dict:
     """Train, generate and score every source for one split."""
     train_idx, test_idx = C.split(data.obs["cell_type"], seed)
@@ -261,19 +409,32 @@ def run_split(args, data, seed: int) -> dict:
         msg = f"seed {seed}: fewer than 2 types with 10 held-out and {args.min_train} training cells"
         raise SystemExit(msg)
 
-    C.log(f"seed {seed}: scmulan ({args.config}, {args.epochs} epochs, objective {args.objective})")
-    model, info = train_model(args, ref, seed)
-    gamma = 0.1 if args.objective == "set" else None  # the seed's default vs the calibrated stop
-    t0 = time.perf_counter()
+    if args.model_dir:
+        C.log(f"seed {seed}: scmulan loaded from {args.model_dir}")
+        model, info = load_model(args, ref, seed)
+    else:
+        C.log(f"seed {seed}: scmulan ({args.config}, {args.epochs} epochs, objective {args.objective})")
+        model, info = train_model(args, ref, seed)
     conditions = {"coarse_cell_type": [coarse_of[t] for t in types], "cell_type": types}
-    generated = model.generate(conditions, args.n_generated, seed=seed, gamma=gamma, device=args.device, progress=False)
-    gen_seconds = time.perf_counter() - t0
-    column = generated.var_names.get_indexer(data.var_names)  # the data's genes; -1: not a model gene (never made)
-    X_gen = np.where(column >= 0, C.dense(generated.X)[:, column], 0.0).astype(np.float32)
-    gen_types = generated.obs["cell_type"].astype(str).to_numpy()
-    C.log(f"seed {seed}: generated {len(X_gen)} cells in {gen_seconds:.0f} s; baselines and scoring")
+    generated_sets, gen_info = {}, {}
+    for name, options in args.sampling_options.items():
+        t0 = time.perf_counter()
+        generated_sets[name] = []
+        for r in range(args.repeats):  # repeat r generates with seed + 1000 r
+            prior = length_prior(model, X_train, y_train, seed + 1000 * r)
+            generated = generate_cells(model, conditions, args, seed + 1000 * r, options, n_genes=prior)
+            column = generated.var_names.get_indexer(data.var_names)  # the data's genes; -1: not a model gene
+            X_gen = np.where(column >= 0, C.dense(generated.X)[:, column], 0.0).astype(np.float32)
+            generated_sets[name].append((X_gen, generated.obs["cell_type"].astype(str).to_numpy()))
+        gen_info[name] = {
+            "sampling": options,
+            "generated_genes_per_cell": float(np.mean([(g[0] > 0).sum(1).mean() for g in generated_sets[name]])),
+            "ended_fraction": float(generated.obs["ended"].mean()),
+            "generation_seconds": (time.perf_counter() - t0) / args.repeats,
+        }
+        C.log(f"seed {seed}: {name}: {len(X_gen)} cells in {gen_info[name]['generation_seconds']:.0f} s")
+    first = gen_info[next(iter(gen_info))] if gen_info else {}
 
-    rng = np.random.default_rng(seed)
     counts_train = C.dense(ref.layers["counts"])
     sample_scvi = scvi_sampler(counts_train, y_train, args, seed) if "scvi" in args.sources else None
     project = C.pca_fit(X_train, 30, seed)
@@ -281,28 +442,33 @@ def run_split(args, data, seed: int) -> dict:
     half_a, half_b = C.split(y_train, seed, test_size=0.5)
     classifier = C.logreg_fit(X_train[half_a], y_train[half_a], seed=seed)
     ceiling = float((classifier.predict(X_test) == y_test).mean())
-    sources = [s for s in SOURCES if s in args.sources]
-    per_type = {s: {} for s in sources}
-    sets = {s: {} for s in sources}
-    real_sets = {}
-    for t in types:
-        real = X_test[y_test == t]
-        real_sets[t] = real
-        own_train = half_b[y_train[half_b] == t]
-        n = min(args.n_generated, len(own_train))
-        candidates = {
-            "scmulan": lambda t=t, n=n: X_gen[gen_types == t][:n],
-            "independent": lambda t=t, n=n: independent_cells(X_train[y_train == t], n, rng),
-            "scvi": lambda t=t, n=n: sample_scvi(t, n, rng),
-            "real_train": lambda n=n, own=own_train: X_train[rng.choice(own, n, replace=False)],
-        }
+    sources = source_names(args)
+    real_sets = {t: X_test[y_test == t] for t in types}
+    repeats = []  # per repeat: {source: {type: scores}}
+    for r in range(args.repeats):  # every source drawn anew (scmulan: its repeat-r cells), scored the same way
+        rng = np.random.default_rng(seed + 1000 * r)
+        per_type = {s: {} for s in sources}
+        sets = {s: {} for s in sources}
+        for t in types:
+            own_train = half_b[y_train[half_b] == t]
+            n = min(args.n_generated, len(own_train))
+            candidates = {
+                **{name: lambda t=t, n=n, g=g[r]: g[0][g[1] == t][:n] for name, g in generated_sets.items()},
+                "independent": lambda t=t, n=n, rng=rng: independent_cells(X_train[y_train == t], n, rng),
+                "scvi": lambda t=t, n=n, rng=rng: sample_scvi(t, n, rng),
+                "real_train": lambda n=n, own=own_train, rng=rng: X_train[rng.choice(own, n, replace=False)],
+            }
+            for s in sources:
+                cells = candidates[s]()
+                sets[s][t] = cells
+                per_type[s][t] = set_scores(cells, real_sets[t], t, project, classifier, seed, sigma)
         for s in sources:
-            cells = candidates[s]()
-            sets[s][t] = cells
-            per_type[s][t] = set_scores(cells, real, t, project, classifier, seed, sigma)
-    for s in sources:
-        for t, d in de_scores(sets[s], real_sets).items():
-            per_type[s][t].update(d)
+            for t, d in de_scores(sets[s], real_sets).items():
+                per_type[s][t].update(d)
+        repeats.append(per_type)
+    per_type = {
+        s: {t: {m: float(np.mean([rp[s][t][m] for rp in repeats])) for m in METRICS} for t in types} for s in sources
+    }
     scores = {s: {m: float(np.mean([v[m] for v in per_type[s].values()])) for m in METRICS} for s in sources}
     return {
         "seed": seed,
@@ -310,13 +476,20 @@ def run_split(args, data, seed: int) -> dict:
         "classifier_ceiling": ceiling,
         "chance": 1.0 / len(types),
         "real_genes_per_cell": float((X_test > 0).sum(1).mean()),
-        "generated_genes_per_cell": float((X_gen > 0).sum(1).mean()),
-        "ended_fraction": float(generated.obs["ended"].mean()),
-        "generation_seconds": gen_seconds,
+        "generated_genes_per_cell": first.get("generated_genes_per_cell", float("nan")),
+        "ended_fraction": first.get("ended_fraction", float("nan")),
+        "generation_seconds": first.get("generation_seconds", float("nan")),
+        "generation": gen_info,
         "scmulan_training": info,
         "scores": scores,
         "per_type": per_type,
     }
+
+
+def source_names(args) -> list[str]:
+    """The scored sources in table order: one scmulan source per sampling setting, then the baselines."""
+    mine = list(args.sampling_options) if "scmulan" in args.sources else []
+    return [*mine, *(s for s in SOURCES[1:] if s in args.sources)]
 
 
 def print_table(summary: dict, runs: list[dict], sources: list[str]) -> str:
@@ -356,12 +529,37 @@ def main() -> None:
     parser.add_argument("--n-generated", type=int, default=100, help="cells per type (default: %(default)s)")
     parser.add_argument("--min-train", type=int, default=25, help="training cells a type needs (default: %(default)s)")
     parser.add_argument("--sources", nargs="+", default=list(SOURCES), help="sources to score (default: all)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="draw and score every source this many times per split (scmulan: generation seeds seed + 1000 r) and "
+        "average: less sampling noise in the comparison of sampling settings (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--model-dir",
+        default=None,
+        help="load each split's scmulan model from this directory ({seed}: the split seed) instead of training one",
+    )
+    parser.add_argument(
+        "--sampling",
+        nargs="+",
+        default=["default"],
+        metavar="SETTING",
+        help="score scmulan once per sampling setting: 'default' (model.generate's defaults) or KEY=VALUE[,KEY=VALUE] "
+        f"with KEY in {', '.join(SAMPLING_KEYS)} (default: %(default)s)",
+    )
     args = parser.parse_args()
+    settings = {spec: parse_sampling(spec) for spec in args.sampling}
+    single = list(settings) == ["default"]
+    args.sampling_options = {"scmulan" if single else f"scmulan {spec}": o for spec, o in settings.items()}
+    if "scmulan" not in args.sources:
+        args.sampling_options = {}
     started = time.perf_counter()
     C.setup_runtime(args.threads)
     data = C.load_pbmc() if args.data == "pbmc" else C.load_atlas(args)
     runs = [run_split(args, data, seed) for seed in args.seeds]
-    sources = [s for s in SOURCES if s in args.sources]
+    sources = source_names(args)
     summary = {s: C.aggregate([r["scores"][s] for r in runs]) for s in sources}
     results = {"n_cells": data.n_obs, "n_genes": data.n_vars, "runs": runs, "summary": summary}
     results["table_markdown"] = print_table(summary, runs, sources)
