@@ -151,3 +151,10 @@ def test_bad_collections_name_the_fix(stores, tmp_path):
     empty.attrs.update({"encoding-type": "annbatch-preshuffled", "encoding-version": "0.1.0"})
     with pytest.raises(ValueError, match="has no cells"):
         AnnbatchSource(empty, vocab)
+
+
+def test_the_collection_names_its_cells_in_row_order(stores):
+    # the index of inference results on a collection (model.annotate(collection))
+    _, collection, vocab = stores
+    source = AnnbatchSource(collection, vocab)
+    assert list(source.obs_names) == list(cell_names(collection))

@@ -14,7 +14,7 @@ from scmulan._device import resolve_device
 from scmulan._warnings import warn
 from scmulan.model._inference import DecodingRecipe, decode_cells
 from scmulan.model._parts import UNCLASSIFIED, ModelParts
-from scmulan.model._query import obs_names, query_source
+from scmulan.model._query import query_source
 
 
 def annotate(
@@ -39,8 +39,12 @@ def annotate(
     Parameters
     ----------
     adata
-        Log-normalised cells (any AnnData; it need not be registered or labelled). When they have fewer than
-        ``MIN_GENE_OVERLAP`` (half) of the model's genes, a warning gives the counts.
+        Log-normalised cells (any AnnData or MuData; it need not be registered or labelled), or cells where they
+        are stored, read a chunk at a time without loading the matrix (raw counts normalised as they are read):
+        an ``.h5ad`` path, a TileDB-SOMA ``ExperimentAxisQuery``, ``Experiment`` or experiment URI (results
+        indexed by ``soma_joinid``), an annbatch collection, or a :class:`~scmulan.sentence.CellSource` (its
+        ``obs_keys`` are the prompt's context). When they have fewer than half of the model's genes, a warning
+        gives the counts.
     constrained
         Step 1 may only emit coarse-type entities, step 2 only fine-type entities. Without the constraint any
         entity may be decoded, and a step whose output is not a category of its field (a gene, a metadata token,
@@ -144,7 +148,7 @@ def annotate(
             "fine_confidence": np.where(empty, np.nan, p2).astype(np.float32),
             "n_genes": out.n_genes,
         },
-        index=obs_names(adata),
+        index=source.obs_names,
     )
     if not legacy and (calibrated or open_set):
         from scmulan.model._calibration import apply_calibration
@@ -188,7 +192,7 @@ def predict_metadata(
     Parameters
     ----------
     adata
-        Log-normalised cells.
+        Log-normalised cells, or stored cells (see :meth:`annotate`).
     fields
         Fields to predict (each must be one the model was trained to predict).
     use_metadata
@@ -233,7 +237,7 @@ def predict_metadata(
         j = steps.index(f)
         columns[f] = pd.Categorical(np.where(empty, None, parts.names(out.tokens[:, j])))
         columns[f"{f}_confidence"] = np.where(empty, np.nan, out.probs[:, j]).astype(np.float32)
-    return pd.DataFrame(columns, index=obs_names(adata))
+    return pd.DataFrame(columns, index=source.obs_names)
 
 
 def latent_representation(
@@ -251,7 +255,7 @@ def latent_representation(
     Parameters
     ----------
     adata
-        Log-normalised cells (default: the registered data).
+        Log-normalised cells, or stored cells (see :meth:`annotate`); default: the registered data.
     pooling
         ``"annotation"``: the final hidden state at the first decoded cell type (the original's ``X_scMulan``
         definition; with ``legacy=True`` exactly the original's); ``"mean"``: the mean final hidden state over

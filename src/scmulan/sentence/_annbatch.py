@@ -139,6 +139,17 @@ class AnnbatchSource(CellSource):
             raise ValueError(msg)
         return dataset["layers"][self.layer]
 
+    @property
+    def obs_names(self) -> pd.Index:
+        """The cells' names (each dataset's ``obs`` index), in the collection's row order."""
+        import anndata as ad
+
+        names = []
+        for key in self._keys:
+            obs = self._group[key]["obs"]
+            names.append(np.asarray(ad.io.read_elem(obs[obs.attrs["_index"]]), dtype=str))
+        return pd.Index(np.concatenate(names))
+
     def _obs(self, dataset: Any, key: str) -> pd.DataFrame:
         import anndata as ad
 

@@ -213,6 +213,11 @@ class SomaSource(CellSource):
         self._var_position = np.full(int(var_ids[-1]) + 1 if len(var_ids) else 0, -1, dtype=np.int64)
         self._var_position[var_ids] = np.arange(len(var_ids))
 
+    @property
+    def obs_names(self) -> pd.Index:
+        """The cells' ``soma_joinid`` (as strings), in row order: the index of inference results."""
+        return pd.Index(self.obs_joinids.astype(str), name="soma_joinid")
+
     @staticmethod
     def _frame(reader: Any, joinids: np.ndarray) -> pd.DataFrame:
         """A SOMA dataframe read, in ``joinids`` order."""

@@ -201,6 +201,11 @@ class CellSource:
         return int((self.col_token >= 0).sum())
 
     @property
+    def obs_names(self) -> pd.Index:
+        """The cells' names, in row order (the index of inference results)."""
+        return self._open().obs_names.copy()
+
+    @property
     def metadata(self) -> np.ndarray:
         """Metadata token ids ``(n_obs, len(obs_keys))``."""
         self._open()
