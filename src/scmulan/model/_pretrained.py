@@ -27,18 +27,10 @@ def load_pretrained(
 
     Parameters
     ----------
-    name
-        ``"scmulan-v1"``: the original scMulan release (24 layers, 20 heads, width 1120, 368.8M parameters; 7 organs,
-        109 fine / 29 coarse cell types, 2,000 genes).
-    path
-        Files downloaded yourself, for offline machines: a directory with ``ckpt_scMulan.pt`` and ``meta_info.pt``,
-        or the checkpoint file (``meta_info.pt`` next to it, or downloaded).
-    cache_dir
-        Download cache (default: ``$SCMULAN_CACHE``, else pooch's per-user cache folder).
-    device
-        Where to put the weights (``"auto"`` picks a GPU when there is one).
-    progressbar
-        Show a download progress bar.
+    name, path, cache_dir, device, progressbar
+        As in :meth:`SCMULAN.from_pretrained <scmulan.SCMULAN.from_pretrained>`: the release (``"scmulan-v1"``,
+        the original scMulan), files downloaded yourself for offline machines, the download cache, where to put the
+        weights, and a download progress bar.
 
     Examples
     --------
