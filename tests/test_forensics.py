@@ -15,14 +15,8 @@ from hypothesis import strategies as st
 from scipy import sparse
 
 import scmulan
-from scmulan._validation import (
-    LOG_NORMALIZED_MAX,
-    PATTERN_ROWS,
-    check_log_normalized,
-    detect_data_kind,
-    needs_normalization,
-    summarize_matrix,
-)
+from scmulan._data_kind import LOG_NORMALIZED_MAX, PATTERN_ROWS, detect_data_kind, summarize_matrix
+from scmulan._validation import check_log_normalized, needs_normalization
 
 FORMATS = {"dense": np.asarray, "csr": sparse.csr_matrix, "csc": sparse.csc_matrix, "coo": sparse.coo_matrix}
 FAST = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,4 +1,4 @@
-"""`scmulan._validation`: classifying expression matrices and the check the tools run on query data."""
+"""`scmulan._data_kind` and `scmulan._validation`: classifying expression matrices and the check the tools run on query data."""
 
 import anndata as ad
 import numpy as np
@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import sparse
 
-from scmulan._validation import LOG_NORMALIZED_MAX, check_log_normalized, detect_data_kind, summarize_matrix
+from scmulan._data_kind import LOG_NORMALIZED_MAX, detect_data_kind, summarize_matrix
+from scmulan._validation import check_log_normalized
 
 FORMATS = {
     "dense": np.asarray,

@@ -15,7 +15,8 @@ from anndata import ImplicitModificationWarning
 from scipy import sparse
 
 from scmulan._anndata import check_not_backed, copy_data, get_modality, is_mudata
-from scmulan._validation import LOG_NORMALIZED_MAX, refuse_misprocessed, summarize_matrix
+from scmulan._data_kind import LOG_NORMALIZED_MAX, summarize_matrix
+from scmulan._validation import refuse_misprocessed
 from scmulan._warnings import warn
 from scmulan.sentence import normalize_log1p
 
