@@ -77,7 +77,9 @@ def query_source(
             "which may lower the quality of the results. "
         )
         if in_memory and _prepared_for(parts, get_modality(data)):
-            msg += "The gene names were matched with `scmulan.pp.prepare(adata, model)` already: the data lack the rest."
+            msg += (
+                "The gene names were matched with `scmulan.pp.prepare(adata, model)` already: the data lack the rest."
+            )
         else:
             msg += (
                 "If gene names differ (case, Ensembl IDs, aliases), run `scmulan.pp.prepare(adata, model)` to "
@@ -95,10 +97,7 @@ def _stored(parts: ModelParts, data: Any, *, exclude: Sequence[str], where: str)
     (source,) = as_sources(data, parts.vocab, gene_symbols=parts.gene_symbols_key)
     predicted = [f for f in source.obs_keys if f in exclude]
     if predicted:
-        msg = (
-            f"The source reads the field(s) {predicted} that `{where}` predicts; build it without them in "
-            "`obs_keys`."
-        )
+        msg = f"The source reads the field(s) {predicted} that `{where}` predicts; build it without them in `obs_keys`."
         raise ValueError(msg)
     if source.n_obs == 0:
         msg = "The data have no cells."
