@@ -68,6 +68,7 @@ def test_end_to_end_annotation(dataset, request):
         "batch_size": 32,
         "open_set": False,
         "calibrated": True,
+        "quantize": False,
     }
     # the same answers as the model method; the input expression is untouched and the query never registered
     labels, embedding = model.annotate(query, batch_size=32, return_embedding=True, progress=False)

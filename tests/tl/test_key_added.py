@@ -26,7 +26,12 @@ def test_every_tl_function_records_its_params_like_sc_tl_umap(atlas_model, atlas
     scmulan.tl.smooth_labels(atlas_query, "ann_fine", n_neighbors=5, use_rep="X_emb", key_added="smooth")
     assert atlas_query.uns["ann"]["params"]["batch_size"] == 16
     assert atlas_query.uns["emb"]["params"] == {"pooling": "mean", "legacy": False, "batch_size": 64}
-    assert atlas_query.uns["meta"]["params"] == {"fields": ["organ"], "use_metadata": True, "batch_size": 64}
+    assert atlas_query.uns["meta"]["params"] == {
+        "fields": ["organ"],
+        "use_metadata": True,
+        "batch_size": 64,
+        "quantize": False,
+    }
     assert atlas_query.uns["smooth"]["params"]["use_rep"] == "X_emb"
     assert "smooth" in atlas_query.obs
     assert "smooth_score" in atlas_query.obs
