@@ -270,6 +270,7 @@ SAMPLING_KEYS = {
     "length": str,
     "guidance": float,
     "guide_from": str,
+    "debin": str,
 }
 GUIDE_FROM = {"none": ("coarse_cell_type", "cell_type"), "coarse": ("cell_type",)}
 
@@ -287,6 +288,9 @@ def parse_sampling(spec: str) -> dict:
         out[key] = None if value.lower() == "none" else SAMPLING_KEYS[key](value)
     if out.get("guide_from", "none") not in GUIDE_FROM:
         msg = f"--sampling: guide_from must be one of {', '.join(GUIDE_FROM)}, got {out['guide_from']!r}"
+        raise SystemExit(msg)
+    if out.get("debin", "model") not in ("model", "cellmax"):
+        msg = f"--sampling: debin must be 'model' (X as generate returns it) or 'cellmax', got {out['debin']!r}"
         raise SystemExit(msg)
     if out.get("length", "train") != "train":
         msg = f"--sampling: length must be 'train' (gene counts of training cells), got {out['length']!r}"
@@ -372,6 +376,7 @@ def generate_cells(model, conditions: dict, args, seed: int, options: dict, n_ge
     ``length=train`` sets each cell's gene count to that of a random training cell of its type (``n_genes``).
     """
     options = dict(options)
+    options.pop("debin", None)  # applied to the generated levels afterwards (see cellmax_values)
     if options.pop("length", None) == "train":
         options["n_genes"] = n_genes
     guide_from = options.pop("guide_from", "none")
@@ -381,6 +386,25 @@ def generate_cells(model, conditions: dict, args, seed: int, options: dict, n_ge
     direct = {k: v for k, v in options.items() if k in accepted}  # gamma unset: the model's own default
     with decoding_options({k: v for k, v in options.items() if k not in accepted}):
         return model.generate(conditions, args.n_generated, seed=seed, device=args.device, progress=False, **direct)
+
+
+def cellmax_values(levels, types: np.ndarray, X_train: np.ndarray, y_train: np.ndarray, rng) -> np.ndarray:
+    """Levels de-binned by their definition, with a cell maximum drawn from real cells of the requested type.
+
+    A level ``k`` is ``((k - 1) / 10, k / 10]`` of the cell's maximum (``sentence.expression_levels``): each cell
+    draws its maximum ``M`` from the maxima of the training cells of its type (the per-cell size a per-gene table
+    has not got), its values ``f = (k - 1 + u) / 10`` with ``u`` uniform in ``(0, 1]``, scaled so that its largest
+    value is ``M``, as in a real cell.
+    """
+    L = C.dense(levels).astype(np.float64)
+    f = np.where(L > 0, (L - 1 + (1.0 - rng.random(L.shape))) / 10.0, 0.0)
+    cell_max = np.zeros(len(L))
+    maxima = X_train.max(1)
+    for t in np.unique(types):
+        rows = types == t
+        cell_max[rows] = rng.choice(maxima[y_train == t], int(rows.sum()))
+    top = np.maximum(f.max(1, keepdims=True), 1e-12)
+    return (f / top * cell_max[:, None]).astype(np.float32)
 
 
 def load_model(args, ref, seed: int):
@@ -423,9 +447,16 @@ def run_split(args, data, seed: int) -> dict:
         for r in range(args.repeats):  # repeat r generates with seed + 1000 r
             prior = length_prior(model, X_train, y_train, seed + 1000 * r)
             generated = generate_cells(model, conditions, args, seed + 1000 * r, options, n_genes=prior)
-            column = generated.var_names.get_indexer(data.var_names)  # the data's genes; -1: not a model gene
-            X_gen = np.where(column >= 0, C.dense(generated.X)[:, column], 0.0).astype(np.float32)
-            generated_sets[name].append((X_gen, generated.obs["cell_type"].astype(str).to_numpy()))
+            # The data's genes under the names the model knows them by (pp.prepare's, e.g. TMBIM4-1 -> TMBIM4);
+            # -1: not a model gene (never generated).
+            column = generated.var_names.get_indexer(data.var.get("scmulan_gene", data.var_names))
+            gen_types = generated.obs["cell_type"].astype(str).to_numpy()
+            values = C.dense(generated.X)
+            if options.get("debin") == "cellmax":
+                rng = np.random.default_rng(seed + 1000 * r)
+                values = cellmax_values(generated.layers["levels"], gen_types, X_train, y_train, rng)
+            X_gen = np.where(column >= 0, values[:, column], 0.0).astype(np.float32)
+            generated_sets[name].append((X_gen, gen_types))
         gen_info[name] = {
             "sampling": options,
             "generated_genes_per_cell": float(np.mean([(g[0] > 0).sum(1).mean() for g in generated_sets[name]])),
