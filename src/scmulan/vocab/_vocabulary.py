@@ -152,8 +152,8 @@ class Vocabulary:
     def token_id(self, field: str, category: str) -> int:
         """Id of the token ``(field, category)``; ``category`` is converted to a string.
 
-        Raises :class:`UnknownTokenError` (a :class:`KeyError`) naming the field, the category and some
-        valid ones.
+        Raises :class:`~scmulan.vocab.UnknownTokenError` (a :class:`KeyError`) naming the field, the category and
+        some valid ones.
         """
         cats = self._field_index(field)
         key = category if isinstance(category, str) else str(category)
@@ -166,7 +166,7 @@ class Vocabulary:
         """Ids (``int64``, same shape) of many categories of one field.
 
         Unknown and missing (NA) categories map to ``missing`` if given, else raise
-        :class:`UnknownTokenError` listing the unknown ones.
+        :class:`~scmulan.vocab.UnknownTokenError` listing the unknown ones.
         """
         import pandas as pd
 
