@@ -40,16 +40,13 @@ is replaced by the split seed; e.g. a model this script saved under ``benchmarks
 training one, and ``--sampling`` scores scmulan once per sampling setting (one source ``scmulan <setting>`` each):
 
     python benchmarks/compare_generation.py --seeds 0 --model-dir /tmp/models/s{seed} --sources scmulan real_train \
-        --sampling default temperature=0.85 top_p=0.95 temperature=0.9,level_temperature=1.0
+        --sampling default guidance=1,gene_counts=model top_p=0.95
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import inspect
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -265,18 +262,18 @@ SAMPLING_KEYS = {
     "temperature": float,
     "top_k": int,
     "top_p": float,
-    "level_temperature": float,
     "gamma": float,
-    "length": str,
     "guidance": float,
-    "guide_from": str,
+    "gene_counts": str,
     "debin": str,
 }
-GUIDE_FROM = {"none": ("coarse_cell_type", "cell_type"), "coarse": ("cell_type",)}
 
 
 def parse_sampling(spec: str) -> dict:
-    """``"temperature=0.85,top_p=0.95"`` -> ``{"temperature": 0.85, "top_p": 0.95}``; ``"default"`` -> ``{}``."""
+    """``"guidance=1,gene_counts=model"`` -> ``{"guidance": 1.0, "gene_counts": "model"}``; ``"default"`` -> ``{}``.
+
+    Every key but ``debin`` is a ``model.generate`` argument; ``debin=cellmax`` post-processes the generated levels.
+    """
     if spec == "default":
         return {}
     out = {}
@@ -286,106 +283,16 @@ def parse_sampling(spec: str) -> dict:
             msg = f"--sampling: {item!r} is not KEY=VALUE with KEY one of {', '.join(SAMPLING_KEYS)} (or 'default')"
             raise SystemExit(msg)
         out[key] = None if value.lower() == "none" else SAMPLING_KEYS[key](value)
-    if out.get("guide_from", "none") not in GUIDE_FROM:
-        msg = f"--sampling: guide_from must be one of {', '.join(GUIDE_FROM)}, got {out['guide_from']!r}"
-        raise SystemExit(msg)
     if out.get("debin", "model") not in ("model", "cellmax"):
         msg = f"--sampling: debin must be 'model' (X as generate returns it) or 'cellmax', got {out['debin']!r}"
-        raise SystemExit(msg)
-    if out.get("length", "train") != "train":
-        msg = f"--sampling: length must be 'train' (gene counts of training cells), got {out['length']!r}"
         raise SystemExit(msg)
     return out
 
 
-def length_prior(model, X_train: np.ndarray, y_train: np.ndarray, seed: int):
-    """``n_genes(ids)``: per prompt, the gene count of a random training cell of the prompt's fine type.
-
-    The length analogue of the library size the ``scvi`` baseline draws from the type's training cells.
-    """
-    import torch
-
-    counts = (X_train > 0).sum(1)
-    token = {model.vocab.token_id("cell_type", t): counts[y_train == t] for t in np.unique(y_train)}
-    rng = np.random.default_rng(seed)
-
-    def n_genes(ids) -> torch.Tensor:
-        out = np.full(ids.shape[0], -1, dtype=np.int64)
-        for tid, pool in token.items():
-            rows = (ids == tid).any(1).cpu().numpy()
-            out[rows] = rng.choice(pool, int(rows.sum()))
-        return torch.as_tensor(out, device=ids.device)
-
-    return n_genes
-
-
-def condition_dropper(model, fields: tuple[str, ...]):
-    """``unconditional(ids, levels, mask)``: the right-padded prompts without the tokens of ``fields``."""
-    import torch
-
-    drop = torch.as_tensor(np.concatenate([model.vocab.field_ids(f) for f in fields]))
-
-    def unconditional(ids, levels, mask):
-        keep = mask & ~torch.isin(ids, drop.to(ids.device))
-        order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices  # kept tokens first, in order
-        width = int(keep.sum(1).max())
-        take = order[:, :width]
-        return ids.gather(1, take), levels.gather(1, take), keep.gather(1, take)
-
-    return unconditional
-
-
-@contextlib.contextmanager
-def decoding_options(options: dict):
-    """Pass ``options`` that ``model.generate`` does not take (yet) straight to ``scmulan.nn.sample_decode``.
-
-    ``n_genes`` may be a function of the prompts' ids (see :func:`length_prior`).
-    """
-    from scmulan.nn import decoding
-
-    if not options:
-        yield
-        return
-    length = options.pop("n_genes", None)
-    dropper = options.pop("unconditional", None)
-
-    def patched(net, ids, levels, mask, *rest, **kwargs):
-        if length is not None:
-            kwargs["n_genes"] = length(ids)
-        if dropper is not None:
-            kwargs["unconditional"] = dropper(ids, levels, mask)
-        return decoding.sample_decode(net, ids, levels, mask, *rest, **{**kwargs, **options})
-
-    modules = [m for n, m in sys.modules.items() if n.startswith("scmulan.model") and m is not None]
-    targets = [m for m in modules if getattr(m, "sample_decode", None) is decoding.sample_decode]
-    if not targets:
-        msg = f"--sampling {options}: no scmulan.model module calls scmulan.nn.sample_decode to pass them to"
-        raise SystemExit(msg)
-    for m in targets:
-        m.sample_decode = patched
-    try:
-        yield
-    finally:
-        for m in targets:
-            m.sample_decode = decoding.sample_decode
-
-
-def generate_cells(model, conditions: dict, args, seed: int, options: dict, n_genes=None):
-    """``model.generate`` with the sampling ``options``; those it does not accept go to ``sample_decode``.
-
-    ``length=train`` sets each cell's gene count to that of a random training cell of its type (``n_genes``).
-    """
-    options = dict(options)
-    options.pop("debin", None)  # applied to the generated levels afterwards (see cellmax_values)
-    if options.pop("length", None) == "train":
-        options["n_genes"] = n_genes
-    guide_from = options.pop("guide_from", "none")
-    if options.get("guidance", 1.0) != 1.0:
-        options["unconditional"] = condition_dropper(model, GUIDE_FROM[guide_from])
-    accepted = inspect.signature(model.generate).parameters
-    direct = {k: v for k, v in options.items() if k in accepted}  # gamma unset: the model's own default
-    with decoding_options({k: v for k, v in options.items() if k not in accepted}):
-        return model.generate(conditions, args.n_generated, seed=seed, device=args.device, progress=False, **direct)
+def generate_cells(model, conditions: dict, args, seed: int, options: dict):
+    """``model.generate`` with the sampling ``options`` (unset ones: the model's defaults)."""
+    options = {k: v for k, v in options.items() if k != "debin"}  # debin: applied afterwards (cellmax_values)
+    return model.generate(conditions, args.n_generated, seed=seed, device=args.device, progress=False, **options)
 
 
 def cellmax_values(levels, types: np.ndarray, X_train: np.ndarray, y_train: np.ndarray, rng) -> np.ndarray:
@@ -416,6 +323,14 @@ def load_model(args, ref, seed: int):
     model = scmulan.SCMULAN.load(path, adata=ref)
     info_file = path / "benchmark_info.json"
     info = json.loads(info_file.read_text()) if info_file.exists() else {}
+    if model.gene_counts_ is None:  # saved before training recorded them: record them as train() does
+        from scmulan.model._gene_counts import expressed_genes, gene_count_table
+        from scmulan.sentence import CellSource
+
+        source = CellSource(ref, model.vocab, obs_keys=model.obs_keys_)
+        X = source.read(np.arange(ref.n_obs))[0]
+        model.gene_counts_ = gene_count_table(expressed_genes(X, source.col_token), source.metadata, len(model.vocab))
+        info["gene_counts"] = "recorded from the split's training cells on loading"
     return model, {**info, "loaded_from": str(path), "cached": True}
 
 
@@ -445,8 +360,7 @@ def run_split(args, data, seed: int) -> dict:
         t0 = time.perf_counter()
         generated_sets[name] = []
         for r in range(args.repeats):  # repeat r generates with seed + 1000 r
-            prior = length_prior(model, X_train, y_train, seed + 1000 * r)
-            generated = generate_cells(model, conditions, args, seed + 1000 * r, options, n_genes=prior)
+            generated = generate_cells(model, conditions, args, seed + 1000 * r, options)
             # The data's genes under the names the model knows them by (pp.prepare's, e.g. TMBIM4-1 -> TMBIM4);
             # -1: not a model gene (never generated).
             column = generated.var_names.get_indexer(data.var.get("scmulan_gene", data.var_names))

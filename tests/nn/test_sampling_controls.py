@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from scmulan.nn import CSentenceTransformer, TransformerConfig, sample_decode
-from scmulan.nn.decoding import _nucleus
+from scmulan.nn.sampling import _nucleus
 
 
 def _helpers():

@@ -12,6 +12,7 @@ from anndata import AnnData
 from scmulan._anndata import get_modality
 from scmulan._validation import check_log_normalized
 from scmulan.model._fields import registry_key
+from scmulan.model._gene_counts import extend_gene_count_table
 from scmulan.model._parts import ModelParts
 from scmulan.model._query import expression
 from scmulan.model._registration import registered_obs_keys
@@ -58,6 +59,7 @@ def finetuning_parts(parts: ModelParts, adata: AnnData, find_manager) -> tuple[A
         gene_symbols_key=setup.get("gene_symbols_key"),
         legacy=False,  # fine-tuned: no longer the original model (metadata context is used from now on)
         debin_table=debin_table,
+        gene_counts=extend_gene_count_table(parts.gene_counts, len(vocab)),
         calibration=None,
     )
     return adata, manager, new

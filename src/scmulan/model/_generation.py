@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -14,10 +14,15 @@ from scmulan._device import resolve_device
 from scmulan._plain import plain
 from scmulan._warnings import warn
 from scmulan.model._debin import debin, debinning_table
+from scmulan.model._gene_counts import draw_gene_counts
 from scmulan.model._inference import SamplingRecipe, generate_cells
 from scmulan.model._parts import ModelParts
 from scmulan.model._query import query_source
 from scmulan.sentence import GeneSegments
+
+#: Classifier-free guidance weight of next-entity models given a condition (``benchmarks/README.md``, "Decoding
+#: sweep": type recovery 0.63 -> 0.76 and C2ST 0.72 -> 0.68 with training-cell gene counts, 2 splits x 3 draws).
+DEFAULT_GUIDANCE = 1.5
 
 
 def generate(
@@ -29,6 +34,9 @@ def generate(
     temperature: float = 1.0,
     gamma: float | None = None,
     top_k: int | None = None,
+    top_p: float | None = None,
+    guidance: float | None = None,
+    gene_counts: Literal["reference", "model"] | None = None,
     seed: int = 0,
     max_length: int | None = None,
     legacy: bool = False,
@@ -53,6 +61,21 @@ def generate(
         filtering. ``gamma=None``: 1 (no correction) for models trained with the next-entity objective, whose
         stop is calibrated by training; 0.1 for the set objective and the original checkpoint (the original's
         length control, < 1 gives longer cells; 0.1 in all published runs).
+    top_p
+        Nucleus filtering: sample among the most likely entities whose probability first reaches ``top_p``.
+        ``None``: off.
+    guidance
+        Classifier-free guidance weight: the entity logits are moved from those given the same prompt without its
+        metadata conditions towards (and ``guidance - 1`` beyond) those given the conditions. ``None``: 1.5 for
+        next-entity models when a condition is given (cells of the requested type are recovered more often and are
+        closer to real ones: ``benchmarks/README.md``, "Decoding sweep"), else 1 (none; always for the set
+        objective, the original checkpoint and ``legacy=True``).
+    gene_counts
+        How many genes each cell gets. ``"reference"``: drawn, per cell, from the gene counts of the training cells
+        of its narrowest condition (e.g. its fine cell type), as scVI draws a library size (the model's own stop
+        gives lengths about 2.6 times as variable as real cells'); ``"model"``: where the model draws ``<E>``
+        (shaped by ``gamma``). ``None``: ``"reference"`` when the model recorded its training cells' gene counts
+        (models trained with this version), else ``"model"``; always ``"model"`` with ``legacy=True``.
     seed
         Same seed, batch size and device → the same cells.
     max_length
@@ -74,9 +97,11 @@ def generate(
     from scipy import sparse
 
     parts.require_task("generation", "generate")
+    next_entity = parts.next_entity and not legacy
     if gamma is None:
-        gamma = 1.0 if parts.next_entity and not legacy else 0.1
-    _check_sampling(temperature=temperature, gamma=gamma, top_k=top_k, batch_size=batch_size)
+        gamma = 1.0 if next_entity else 0.1
+    _check_sampling(temperature=temperature, gamma=gamma, top_k=top_k, top_p=top_p, batch_size=batch_size)
+    gene_counts = _gene_count_source(parts, gene_counts, legacy)
     table = _conditions_table(parts, conditions, n_cells)
     fields = [f for f in parts.vocab.metadata_fields if f in table.columns]
     tokens = np.full((len(table), len(fields)), -1, dtype=np.int64)
@@ -87,14 +112,24 @@ def generate(
     prompt = _gene_prompt(parts, gene_prompts, len(table))
     n_prompt_genes = len(prompt[0].ids) // max(1, len(table)) if prompt else 0
     limit = parts.layout.generation_budget(len(fields), n_prompt_genes, max_length=max_length)
+    if guidance is None:
+        guidance = DEFAULT_GUIDANCE if next_entity and bool((tokens >= 0).any()) else 1.0
+    _check_guidance(guidance, legacy)
+    n_genes = None
+    if gene_counts == "reference":  # the prompted genes are part of the cell's count
+        drawn = draw_gene_counts(parts.gene_counts, tokens, np.random.default_rng([seed, 1]))
+        n_genes = np.where(drawn >= 0, np.maximum(drawn - n_prompt_genes, 0), -1)
     out = generate_cells(
         parts.network,
         parts.vocab,
         tokens,
-        SamplingRecipe(temperature=temperature, top_k=top_k, gamma=gamma, seed=seed, legacy=legacy),
+        SamplingRecipe(
+            temperature=temperature, top_k=top_k, gamma=gamma, top_p=top_p, guidance=guidance, seed=seed, legacy=legacy
+        ),
         layout=parts.layout,
         prompt_genes=prompt[0] if prompt else None,
         exclude=prompt[1] if prompt else None,
+        n_genes=n_genes,
         max_new_tokens=limit,
         batch_size=batch_size,
         device=resolve_device(device),
@@ -108,7 +143,6 @@ def generate(
     shape = (len(table), len(gene_ids))
     levels = sparse.csr_matrix((out.levels[keep].astype(np.float32), (rows[keep], column[out.ids[keep]])), shape=shape)
     # next-entity models: values drawn within each level's range (the set objective and legacy: the level mean)
-    next_entity = parts.next_entity and not legacy
     within = np.random.default_rng(seed) if next_entity else None
     values = sparse.csr_matrix(
         (
@@ -138,6 +172,9 @@ def generate(
                 "temperature": temperature,
                 "gamma": gamma,
                 "top_k": top_k if top_k is not None else 0,
+                "top_p": top_p if top_p is not None else 1.0,
+                "guidance": guidance,
+                "gene_counts": gene_counts,
                 "seed": seed,
                 "max_length": max_length or parts.layout.max_length,
                 "legacy": legacy,
@@ -235,7 +272,37 @@ def fit_debinning(parts: ModelParts, adata: AnnData, *, chunk_size: int = 4096) 
     return debinning_table((X for _, X, _ in source.iter_chunks(chunk_size)), source.col_token, len(parts.vocab))
 
 
-def _check_sampling(*, temperature: float, gamma: float, top_k: int | None, batch_size: int) -> None:
+def _gene_count_source(parts: ModelParts, gene_counts: str | None, legacy: bool) -> str:
+    """``"reference"`` or ``"model"``: where generated cells get their gene counts (see :func:`generate`)."""
+    if gene_counts is None:
+        return "reference" if parts.gene_counts is not None and not legacy else "model"
+    if gene_counts not in ("reference", "model"):
+        msg = f"`gene_counts` must be 'reference', 'model' or None (the model's default), got {gene_counts!r}."
+        raise ValueError(msg)
+    if gene_counts == "reference" and legacy:
+        msg = "`legacy=True` samples exactly as the original, whose cells end where it stops them: use gene_counts='model'."
+        raise ValueError(msg)
+    if gene_counts == "reference" and parts.gene_counts is None:
+        msg = (
+            "This model recorded no gene counts of training cells (the original checkpoint, or a model trained before "
+            "they were recorded): use gene_counts='model', or train it again to record them."
+        )
+        raise ValueError(msg)
+    return gene_counts
+
+
+def _check_guidance(guidance: float, legacy: bool) -> None:
+    if isinstance(guidance, bool) or not isinstance(guidance, int | float | np.number) or not guidance >= 0:
+        msg = f"`guidance` must be a number >= 0 (1: none; None: the model's default), got {guidance!r}."
+        raise ValueError(msg)
+    if legacy and guidance != 1.0:
+        msg = f"`legacy=True` samples exactly as the original, without guidance: use guidance=1 (got {guidance})."
+        raise ValueError(msg)
+
+
+def _check_sampling(
+    *, temperature: float, gamma: float, top_k: int | None, top_p: float | None, batch_size: int
+) -> None:
     """Refuse sampling controls that would fail (or silently misbehave) deep inside the decoding loop."""
     if not temperature > 0:
         msg = f"`temperature` must be > 0, got {temperature}."
@@ -245,6 +312,9 @@ def _check_sampling(*, temperature: float, gamma: float, top_k: int | None, batc
         raise ValueError(msg)
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1):
         msg = f"`top_k` must be None (no filtering) or an integer >= 1, got {top_k!r}."
+        raise ValueError(msg)
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, int | float) or not 0 < top_p <= 1):
+        msg = f"`top_p` must be None (no filtering) or a number in (0, 1], got {top_p!r}."
         raise ValueError(msg)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
         msg = f"`batch_size` must be an integer >= 1, got {batch_size!r}."

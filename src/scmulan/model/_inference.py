@@ -271,6 +271,11 @@ class SamplingRecipe:
     ----------
     temperature, top_k, gamma
         Softmax temperature, top-k filtering (``None``: off) and the factor on the probability of ``<E>``.
+    top_p
+        Nucleus filtering (``None``: off).
+    guidance
+        Classifier-free guidance weight (1: none): the entity logits are pushed from those of the same prompt without
+        its metadata conditions towards those with them (:func:`scmulan.nn.sample_decode`).
     seed
         Seed of the device's random generator (same seed, batch size and device: the same cells).
     legacy
@@ -281,6 +286,8 @@ class SamplingRecipe:
     temperature: float = 1.0
     top_k: int | None = None
     gamma: float = 0.1
+    top_p: float | None = None
+    guidance: float = 1.0
     seed: int = 0
     legacy: bool = False
 
@@ -295,6 +302,7 @@ def generate_cells(
     layout: SentenceLayout,
     prompt_genes: GeneSegments | None = None,
     exclude: list[int] | None = None,
+    n_genes: np.ndarray | None = None,
     max_new_tokens: int = 1500,
     batch_size: int = 64,
     device: torch.device | None = None,
@@ -303,14 +311,18 @@ def generate_cells(
     """Sample one cell per row of ``conditions`` (metadata token ids, ``-1`` where unconditioned).
 
     Genes given in ``prompt_genes`` (with their levels) follow the ``<generate>`` prompt as if already generated,
-    and stay part of the cell; genes in ``exclude`` are never drawn. The random generator is seeded once per call
-    on the device, so the same seed, batch size and device give the same cells.
+    and stay part of the cell; genes in ``exclude`` are never drawn. ``n_genes`` (one per row, ``-1``: the model's
+    stop) sets how many genes each cell draws. The random generator is seeded once per call on the device, so the
+    same seed, batch size and device give the same cells.
     """
     device = device or net.device
     net = net.to(device).eval()
     n = conditions.shape[0]
     task_id = vocab.task_id(layout.prompt_token("generation"))
     sentences = layout.generation_prompts(task_id, conditions, prompt_genes)
+    guided = recipe.guidance != 1.0
+    if guided:  # the same prompts without their metadata conditions
+        unconditioned = layout.generation_prompts(task_id, np.full_like(conditions, -1), prompt_genes)
     legacy = recipe.legacy
     if legacy:
         candidates = None
@@ -328,6 +340,10 @@ def generate_cells(
             b = np.arange(start, min(start + batch_size, n))
             batch = pad(sentences, b, pad_id=vocab.pad_id, side="right")
             ids, lv, mask = (batch[k].to(device) for k in ("ids", "levels", "attention_mask"))
+            unconditional = None
+            if guided:
+                free = pad(unconditioned, b, pad_id=vocab.pad_id, side="right")
+                unconditional = tuple(free[k].to(device) for k in ("ids", "levels", "attention_mask"))
             with autocast(device, mixed_precision=True):
                 out = sample_decode(
                     net,
@@ -339,7 +355,11 @@ def generate_cells(
                     end_id=vocab.end_id,
                     temperature=recipe.temperature,
                     top_k=recipe.top_k,
+                    top_p=recipe.top_p,
                     gamma=recipe.gamma,
+                    guidance=recipe.guidance,
+                    unconditional=unconditional,
+                    n_genes=None if n_genes is None else torch.as_tensor(n_genes[b], device=device),
                     generator=generator,
                     ban_seen="all_but_last" if legacy else "all",
                     level_range=(0, 10) if legacy else (1, 10),

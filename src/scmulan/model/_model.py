@@ -70,6 +70,9 @@ class SCMULAN(BaseModelClass):
         Longest sentence.
     debin_table_
         Mean log-normalised value of every gene at every level in the training data (``generate`` output scale).
+    gene_counts_
+        Quantiles of the training cells' gene counts per metadata category (``generate`` draws each cell's length
+        from those of its condition); ``None`` for the original checkpoint.
     legacy_
         Whether the model was imported from the original scMulan checkpoint.
     history_
@@ -159,6 +162,7 @@ class SCMULAN(BaseModelClass):
             trained_tasks=tuple(self.trained_tasks_),
             is_trained=bool(self.is_trained_),
             debin_table=self.debin_table_,
+            gene_counts=self.gene_counts_,
             calibration=self.calibration_,
         )
 
@@ -170,6 +174,7 @@ class SCMULAN(BaseModelClass):
         self.max_length_, self.legacy_ = parts.layout.max_length, parts.legacy
         self.metadata_fields_, self.trained_tasks_ = list(parts.metadata_fields), list(parts.trained_tasks)
         self.is_trained_, self.debin_table_, self.calibration_ = parts.is_trained, parts.debin_table, parts.calibration
+        self.gene_counts_ = parts.gene_counts
         self._model_summary_string = (
             f"SCMULAN{' (original scMulan checkpoint)' if parts.legacy else ''}: {net.config.n_layer} layers, "
             f"{net.config.n_head} heads, width {net.config.n_embd}, {net.num_parameters():,} parameters; "
@@ -215,6 +220,7 @@ class SCMULAN(BaseModelClass):
             run.metadata_fields,
             run.debin_table,
         )
+        self.gene_counts_ = run.gene_counts
         self.calibration_ = None  # a calibration of earlier weights no longer holds
         if run.annotation_trained:
             _calibration.calibrate_after_training(self, run.validation_indices, kwargs.get("accelerator", "auto"))

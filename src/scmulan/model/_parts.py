@@ -45,6 +45,9 @@ class ModelParts:
         Whether the network was trained (an untrained one decodes any prompt, as noise).
     debin_table
         Mean log-normalised value per (gene, level), for generated cells; ``None``: none fitted.
+    gene_counts
+        Gene counts of the training cells per metadata token (``scmulan.model._gene_counts``), from which generated
+        cells draw their length; ``None``: none recorded (generated cells end where the model stops them).
     calibration
         Fitted calibration (``scmulan.model.Calibration.to_dict``), or ``None``.
     """
@@ -60,6 +63,7 @@ class ModelParts:
     trained_tasks: tuple[str, ...] = ()
     is_trained: bool = False
     debin_table: np.ndarray | None = None
+    gene_counts: np.ndarray | None = None
     calibration: dict | None = None
 
     @property
@@ -155,6 +159,7 @@ def new_parts(
     trained_tasks: Sequence[str] | None = None,
     is_trained: bool = False,
     debin_table: np.ndarray | None = None,
+    gene_counts: np.ndarray | None = None,
     calibration: dict | None = None,
 ) -> ModelParts:
     """Checked parts with the defaults of a new model or an imported checkpoint.
@@ -181,5 +186,6 @@ def new_parts(
         trained_tasks=tuple(trained_tasks),
         is_trained=bool(is_trained),
         debin_table=debin_table,
+        gene_counts=gene_counts,
         calibration=calibration,
     )

@@ -63,7 +63,8 @@ def save(
         "calibration_": getattr(model, "calibration_", None),
         "history_": {k: v.reset_index().to_dict(orient="list") for k, v in (model.history_ or {}).items()},
     }
-    extra = {"debin_table": model.debin_table_} if model.debin_table_ is not None else {}
+    tables = {"debin_table": model.debin_table_, "gene_counts": getattr(model, "gene_counts_", None)}
+    extra = {name: table for name, table in tables.items() if table is not None}
     _io.write(
         dir_path,
         attrs=attrs,
@@ -118,6 +119,7 @@ def load(
         legacy=attrs["legacy_"],
         metadata_fields=attrs["metadata_fields_"],
         debin_table=extra.get("debin_table"),
+        gene_counts=extra.get("gene_counts"),  # absent from saves older than the length prior
         # saves older than trained_tasks_ did not record it: assume every task (as they were never refused)
         trained_tasks=attrs.get("trained_tasks_", TASKS if attrs["is_trained_"] else []),
         is_trained=attrs["is_trained_"],

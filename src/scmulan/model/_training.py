@@ -15,6 +15,7 @@ from anndata import AnnData
 from scmulan._validation import needs_normalization
 from scmulan._warnings import warn
 from scmulan.model._debin import debinning_table
+from scmulan.model._gene_counts import gene_count_table, recording_gene_counts
 from scmulan.model._parts import ModelParts
 from scmulan.sentence import ANNOTATION_FIELDS, TASKS, CellSource, TaskSpec, as_sources
 
@@ -106,7 +107,7 @@ data_kwargs
 
 @dataclass
 class TrainingRun:
-    """What a training run changed: the history, the split, the tasks learnt and the de-binning table."""
+    """What a training run changed: the history, the split, the tasks learnt, the de-binning and gene-count tables."""
 
     history: dict[str, pd.DataFrame]
     train_indices: np.ndarray
@@ -115,6 +116,7 @@ class TrainingRun:
     trained_tasks: list[str]
     metadata_fields: list[str]
     debin_table: np.ndarray | None
+    gene_counts: np.ndarray | None
     annotation_trained: bool
 
 
@@ -213,13 +215,17 @@ def train(
         val_ds = TrainingSentenceDataset(
             [main], spec, task_ids, indices=[val_idx], shuffle=False, warn_truncation=False, **common
         )
-    debin_table = parts.debin_table
+    debin_table, gene_counts = parts.debin_table, parts.gene_counts
     if fit_debinning:
         chunk_size = data["chunk_size"]
         chunks = (main.read(train_idx[i : i + chunk_size])[0] for i in range(0, len(train_idx), chunk_size))
         if count_up_front:
             chunks = _counting_long_cells(chunks, main.col_token, parts.layout.training_gene_budget(len(spec.fields)))
-        debin_table = debinning_table(chunks, main.col_token, len(parts.vocab))
+        counts: list[np.ndarray] = []
+        debin_table = debinning_table(
+            recording_gene_counts(chunks, main.col_token, counts), main.col_token, len(parts.vocab)
+        )
+        gene_counts = gene_count_table(np.concatenate(counts), main.metadata[train_idx], len(parts.vocab))
     plan = CSentenceTrainingPlan(parts.network, **_plan_arguments(parts, plan_options, lr, sources, indices))
     if (
         data["num_workers"]
@@ -253,6 +259,7 @@ def train(
         trained_tasks=[t for t in TASKS if t in learnt or t in parts.trained_tasks],
         metadata_fields=trained_fields if metadata_trained else list(parts.metadata_fields),
         debin_table=debin_table,
+        gene_counts=gene_counts,
         annotation_trained=spec.weights[TASKS.index("annotation")] > 0,
     )
 

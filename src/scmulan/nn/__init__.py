@@ -1,8 +1,9 @@
 """The c-sentence transformer (plain :mod:`torch`; no AnnData, no scvi-tools) and its batched cached decoding."""
 
 from .config import PRESETS, TransformerConfig
-from .decoding import GreedyOutput, SampleOutput, greedy_decode, sample_decode
+from .decoding import GreedyOutput, greedy_decode
 from .model import CSentenceTransformer, KVCache
+from .sampling import SampleOutput, sample_decode
 
 __all__ = [
     "PRESETS",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 from anndata import AnnData
@@ -24,6 +24,9 @@ def generate(
     temperature: float = 1.0,
     gamma: float | None = None,
     top_k: int | None = None,
+    top_p: float | None = None,
+    guidance: float | None = None,
+    gene_counts: Literal["reference", "model"] | None = None,
     seed: int = 0,
     max_length: int | None = None,
     batch_size: int = 64,
@@ -53,6 +56,15 @@ def generate(
         checkpoint (the original's setting).
     top_k
         Sample among the ``top_k`` most likely entities only.
+    top_p
+        Sample among the most likely entities whose probability first reaches ``top_p`` (``None``: off).
+    guidance
+        Classifier-free guidance weight towards the conditions (1: none). ``None``: 1.5 for models trained with the
+        next-entity objective when a condition is given, else 1.
+    gene_counts
+        ``"reference"``: each cell's number of genes is drawn from training cells of its condition; ``"model"``:
+        the model's stop decides. ``None``: ``"reference"`` for models that recorded their training cells' gene
+        counts (trained with this version), else ``"model"``.
     seed
         Same seed, batch size and device give the same cells.
     max_length
@@ -77,6 +89,9 @@ def generate(
         temperature=temperature,
         gamma=gamma,
         top_k=top_k,
+        top_p=top_p,
+        guidance=guidance,
+        gene_counts=gene_counts,
         seed=seed,
         max_length=max_length,
         batch_size=batch_size,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import anndata as ad
 import numpy as np
@@ -31,6 +31,9 @@ def perturb(
     temperature: float = 1.0,
     gamma: float | None = None,
     top_k: int | None = None,
+    top_p: float | None = None,
+    guidance: float = 1.0,
+    gene_counts: Literal["reference", "model"] | None = None,
     annotate: bool | None = None,
     batch_size: int = 64,
     device: str = "auto",
@@ -56,8 +59,12 @@ def perturb(
         Cells per condition, for each arm.
     seed
         Seed of both arms (control and perturbed cells ``i`` are drawn from the same random stream).
-    temperature, gamma, top_k, batch_size, device, progress
-        As in :func:`scmulan.tl.generate`.
+    temperature, gamma, top_k, top_p, gene_counts, batch_size, device, progress
+        As in :func:`scmulan.tl.generate` (with reference gene counts, cell ``i`` of both arms has the same number of
+        genes, the held genes included).
+    guidance
+        Classifier-free guidance weight, as in :func:`scmulan.tl.generate`, but 1 (none) by default: guidance pulls
+        both arms towards what the conditions alone say, which damps the response to the held genes.
     annotate
         Label every cell with the model's predicted cell type (``obs["predicted_cell_type"]``), to see the shift
         in cell identity; ``None``: when the model learnt annotation.
@@ -88,6 +95,9 @@ def perturb(
         "temperature": temperature,
         "gamma": gamma,
         "top_k": top_k,
+        "top_p": top_p,
+        "guidance": guidance,
+        "gene_counts": gene_counts,
         "seed": seed,
         "batch_size": batch_size,
         "device": device,
@@ -96,6 +106,7 @@ def perturb(
     perturbed = model.generate(conditions, n_cells, gene_prompts=dict(genes), **common)  # validates `genes` first
     control = model.generate(conditions, n_cells, **common)
     n = control.n_obs
+    params = {k: v for k, v in control.uns["scmulan_generate"]["params"].items() if k != "gene_prompts"}
     for arm, adata in ((CONTROL, control), (PERTURBED, perturbed)):
         adata.obs["pair"] = np.arange(n)
         adata.obs_names = [f"{arm}_{i}" for i in range(n)]
@@ -117,7 +128,7 @@ def perturb(
     effects = effect_table(result.X, is_perturbed, result.var_names)
     effects["perturbed"] = effects.index.isin(list(genes))
     result.uns["scmulan_perturb"] = {
-        "params": {"n_cells": n_cells, "seed": seed, "temperature": temperature, "top_k": top_k or 0},
+        "params": params,
         "genes": {str(g): int(v) for g, v in genes.items()},
         "effects": effects,
     }
