@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
+import nn_helpers as H  # tests/nn/_helpers.py, loaded by tests/nn/conftest.py
 import pytest
 import torch
 from hypothesis import given, settings
@@ -13,18 +10,6 @@ from hypothesis import strategies as st
 
 from scmulan.nn import KVCache
 
-
-def _helpers():
-    name = "scmulan_tests_nn_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_helpers.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-H = _helpers()
 TOL = 1e-5
 V = 40
 

@@ -3,28 +3,13 @@ lengths), ``guidance`` with ``unconditional`` prompts (classifier-free guidance)
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
+import nn_helpers as H  # tests/nn/_helpers.py, loaded by tests/nn/conftest.py
 import pytest
 import torch
 
 from scmulan.nn import CSentenceTransformer, TransformerConfig, sample_decode
 from scmulan.nn.sampling import _nucleus
 
-
-def _helpers():
-    name = "scmulan_tests_nn_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("_helpers.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-H = _helpers()
 V = 40
 END = 0
 NET = H.build_net(V, std=0.15)  # smoother logits than the default: a nucleus of several entities
