@@ -173,6 +173,21 @@ def test_generate_with_a_condition_is_seeded(capsys, model_dir, model, tmp_path)
     np.testing.assert_array_equal(first.layers["levels"].toarray(), second.layers["levels"].toarray())
 
 
+def test_generate_passes_the_sampling_defaults_and_their_overrides(capsys, model_dir, model, tmp_path):
+    category = model.vocab.categories("cell_type")[0]
+    base = ["generate", "--model", model_dir, "--condition", f"cell_type={category}", "--n-cells", "2", "-q"]
+    default, former = tmp_path / "default.h5ad", tmp_path / "former.h5ad"
+    assert run(capsys, *base, "-o", default)[0] == 0
+    overrides = ["--guidance", "1", "--gene-counts", "model", "--top-p", "0.9"]
+    assert run(capsys, *base, *overrides, "-o", former)[0] == 0
+    params = ad.read_h5ad(default).uns["scmulan_generate"]["params"]
+    assert (params["guidance"], params["gene_counts"]) == (1.5, "reference")
+    params = ad.read_h5ad(former).uns["scmulan_generate"]["params"]
+    assert (params["guidance"], params["gene_counts"], params["top_p"]) == (1.0, "model", 0.9)
+    code, _, stderr = run(capsys, *base, "--gene-counts", "real", "-o", tmp_path / "bad.h5ad")
+    assert code == 2 and "invalid choice: 'real'" in stderr
+
+
 def test_generate_from_a_conditions_csv(capsys, model_dir, model, tmp_path):
     types = model.vocab.categories("cell_type")[:2]
     csv = tmp_path / "conditions.csv"

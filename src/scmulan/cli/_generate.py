@@ -89,6 +89,28 @@ def register(commands: Any, *, parents: list[argparse.ArgumentParser]) -> None:
         "--top-k", type=positive_int, default=None, metavar="K", help="sample among the K most likely entities"
     )
     sampling.add_argument(
+        "--top-p",
+        type=float,
+        default=None,
+        metavar="P",
+        help="sample among the most likely entities up to probability P",
+    )
+    sampling.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        metavar="W",
+        help="classifier-free guidance towards the conditions (1: none; default: 1.5 for next-entity models given a "
+        "condition, else 1)",
+    )
+    sampling.add_argument(
+        "--gene-counts",
+        choices=("reference", "model"),
+        default=None,
+        help="genes per cell drawn from training cells of the condition, or where the model stops (default: "
+        "reference when the model recorded them)",
+    )
+    sampling.add_argument(
         "--max-length", type=positive_int, default=None, metavar="N", help="longest sentence (default: the model's)"
     )
     add_runtime_options(parser)
@@ -156,6 +178,9 @@ def run_generate(args: argparse.Namespace) -> str:
         temperature=args.temperature,
         gamma=args.gamma,
         top_k=args.top_k,
+        top_p=args.top_p,
+        guidance=args.guidance,
+        gene_counts=args.gene_counts,
         seed=args.seed,
         max_length=args.max_length,
         batch_size=args.batch_size,
