@@ -45,8 +45,8 @@ def test_fit_calibration_flags_an_unseen_type_and_calibrates():
     assert cal.n_heldout == len(held_x)
     new_x, _ = _clusters(rng, [np.full(8, -5.0)], 100)  # a type the reference does not have
     known_x, _ = _clusters(rng, centres, 100)
-    assert (cal.open_set_score(new_x) > cal.threshold).mean() > 0.95
-    assert (cal.open_set_score(known_x) > cal.threshold).mean() < 0.12
+    assert (cal.mahalanobis(new_x) > cal.threshold).mean() > 0.95
+    assert (cal.mahalanobis(known_x) > cal.threshold).mean() < 0.12
     # the map is monotone and JSON round-trips
     p = np.linspace(0, 1, 50)
     assert np.all(np.diff(cal.confidence(p)) >= 0)

@@ -153,7 +153,7 @@ def annotate(
     if not legacy and (calibrated or open_set):
         from scmulan.model._calibration import apply_calibration
 
-        apply_calibration(frame, embedding, parts.calibration, open_set=open_set)
+        apply_calibration(frame, embedding, parts.calibration, open_set=open_set, source=source)
     return (frame, embedding) if return_embedding else frame
 
 

@@ -14,6 +14,7 @@ from anndata import AnnData
 from scmulan._device import resolve_device
 from scmulan._validation import check_log_normalized
 from scmulan.model import _io
+from scmulan.model._calibration import join_arrays, split_arrays
 from scmulan.model._parts import new_parts
 from scmulan.model._query import expression
 from scmulan.model._registration import check_known_categories, empty_registry, registered_obs_keys
@@ -48,6 +49,7 @@ def save(
     **kwargs
         Passed to :meth:`anndata.AnnData.write_h5ad`.
     """
+    calibration, calibration_arrays = split_arrays(getattr(model, "calibration_", None))
     attrs = {
         "init_params_": model.init_params_,
         "registry_": model.registry_,
@@ -60,11 +62,11 @@ def save(
         "metadata_fields_": model.metadata_fields_,
         "is_trained_": model.is_trained_,
         "trained_tasks_": model.trained_tasks_,
-        "calibration_": getattr(model, "calibration_", None),
+        "calibration_": calibration,
         "history_": {k: v.reset_index().to_dict(orient="list") for k, v in (model.history_ or {}).items()},
     }
     tables = {"debin_table": model.debin_table_, "gene_counts": getattr(model, "gene_counts_", None)}
-    extra = {name: table for name, table in tables.items() if table is not None}
+    extra = {name: table for name, table in tables.items() if table is not None} | calibration_arrays
     _io.write(
         dir_path,
         attrs=attrs,
@@ -123,7 +125,7 @@ def load(
         # saves older than trained_tasks_ did not record it: assume every task (as they were never refused)
         trained_tasks=attrs.get("trained_tasks_", TASKS if attrs["is_trained_"] else []),
         is_trained=attrs["is_trained_"],
-        calibration=attrs.get("calibration_"),  # absent from saves older than calibration
+        calibration=join_arrays(attrs.get("calibration_"), extra),  # absent from saves older than calibration
     )
     model = cls._from_parts(parts, registry)
     model.init_params_ = attrs["init_params_"]
