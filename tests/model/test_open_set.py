@@ -92,3 +92,11 @@ def test_a_calibration_saved_before_the_expression_score_keeps_the_mahalanobis_o
     assert ((frame["fine"].astype(str) == UNKNOWN) == (frame["open_set_score"] > old["threshold"])).all()
     with pytest.raises(ValueError, match="expression_knn"):
         model.calibrate(atlas[:60], open_set_method="energy")
+
+
+def test_open_set_reads_stored_cells_a_chunk_at_a_time(trained, query, tmp_path):
+    path = tmp_path / "query.h5ad"
+    query.write_h5ad(path)
+    in_memory = trained.annotate(query, progress=False, open_set=True)["open_set_score"].to_numpy()
+    stored = trained.annotate(str(path), progress=False, open_set=True)["open_set_score"].to_numpy()
+    np.testing.assert_allclose(stored, in_memory, rtol=1e-5)

@@ -70,8 +70,10 @@ def annotate(
         calibrated ``confidence`` and ``coarse_confidence`` (the raw path probability is kept as
         ``raw_confidence``). Legacy decoding is never calibrated.
     open_set
-        Label cells unlike every reference type ``"Unknown"`` (coarse and fine), by their annotation embedding's
-        distance to the reference types (needs a calibrated model; adds ``open_set_score``).
+        Label cells unlike every reference cell ``"Unknown"`` (coarse and fine): their mean distance to the 10
+        nearest reference cells in the reference's expression space, above the threshold set on held-out reference
+        cells (needs a calibrated model; adds ``open_set_score``; models calibrated before this score use the
+        annotation embedding's distance to the reference types).
     quantize
         On the CPU, decode with an int8 copy of the transformer blocks (dynamic quantisation of their linear
         layers; the heads stay float32): 2.4x faster at the `base` size, little gain for `tiny` and `small`;
