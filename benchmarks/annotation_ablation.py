@@ -13,19 +13,23 @@ the same split in the same process.
 
 Checkpoint selection (``select*`` variants): the model trains on 90 % of the reference and keeps the weights of the
 epoch with the best teacher-forced fine macro-F1 on the other 10 % (``scmulan.train.BestCheckpoint`` on
-``validation_cell_type_macro_f1``); ``default_val90`` is the same split without selection. ``select_allval`` also
-gives every labelled validation cell an annotation sentence (``train()`` samples one task per validation cell, so
-otherwise about half of them are generation sentences): the benchmark swaps the validation dataset's task weights
-for ``(0, 1, 0)``, which is what the one-line change proposed for ``train()`` does. ``--test-curve`` also annotates
+``validation_cell_type_macro_f1``); ``default_val90`` is the same split without selection. ``train()`` now gives
+every labelled validation cell an annotation sentence (``scmulan.train.validation_dataset``), so ``select`` scores
+all of them; ``select_allval`` was the benchmark's stand-in for that change before it was made and is now the same
+run as ``select``. ``--test-curve`` also annotates
 the held-out cells with every epoch's weights (kept in memory during training, scored afterwards): an oracle curve
 for the analysis of the selection, never used to choose anything.
+
+Scheduled task mixing (``finish_*``, ``ramp``: ``plan_kwargs`` ``task_loss_weights_end`` and ``task_loss_ramp`` of
+:class:`scmulan.train.CSentenceTrainingPlan`): annotation's share of the loss grows over the run, generation's never
+reaches 0. Every run also reports a generation-quality proxy (:func:`generation_proxy`): the teacher-forced
+next-entity and level cross-entropies of the held-out cells' generation sentences, so a recipe that buys annotation
+with generation shows it.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
 import json
 import time
 
@@ -62,28 +66,15 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     # checkpoint selection on the validation cells' fine macro-F1 (see the module notes)
     "default_val90": ({}, {}, {"train_size": 0.9}),
     "select": ({}, {}, {"train_size": 0.9, "select": "validation_cell_type_macro_f1"}),
-    "select_allval": ({}, {}, {"train_size": 0.9, "select": "validation_cell_type_macro_f1", "all_validation": True}),
+    "select_allval": ({}, {}, {"train_size": 0.9, "select": "validation_cell_type_macro_f1"}),  # = select now
+    # scheduled task mixing (plan_kwargs task_loss_weights_end / task_loss_ramp): annotation's share grows late
+    "finish_third": ({}, {"task_loss_weights_end": (0.1, 1.0, 0.1), "task_loss_ramp": (2 / 3, 2 / 3)}, {}),
+    "finish_half": ({}, {"task_loss_weights_end": (0.1, 1.0, 0.1), "task_loss_ramp": (0.5, 0.5)}, {}),
+    "finish_third_001": ({}, {"task_loss_weights_end": (0.01, 1.0, 0.01), "task_loss_ramp": (2 / 3, 2 / 3)}, {}),
+    "ramp": ({}, {"task_loss_weights_end": (0.1, 1.0, 0.1), "task_loss_ramp": (0.0, 1.0)}, {}),
+    "ann10": ({}, {"task_loss_weights": (1.0, 10.0, 1.0)}, {}),
+    "ann3_v03": ({}, {"value_weight": 0.3}, {}),
 }
-
-
-@contextlib.contextmanager
-def annotation_validation(on: bool):
-    """While on, validation datasets built by ``train()`` give every labelled cell an annotation sentence."""
-    import scmulan.sentence as S
-
-    original = S.TrainingSentenceDataset
-
-    def validation_annotates(sources, spec, task_ids, **kwargs):
-        if not kwargs.get("shuffle", True):  # train() builds its validation dataset with shuffle=False
-            spec = dataclasses.replace(spec, weights=(0.0, 1.0, 0.0))
-        return original(sources, spec, task_ids, **kwargs)
-
-    if on:
-        S.TrainingSentenceDataset = validation_annotates
-    try:
-        yield
-    finally:
-        S.TrainingSentenceDataset = original
 
 
 def run(args) -> dict:
@@ -107,7 +98,7 @@ def run(args) -> dict:
             scmulan.SCMULAN.setup_anndata(ref, coarse_cell_type_key="coarse_cell_type", cell_type_key="cell_type")
             network, plan, train_kwargs = VARIANTS[name]
             train_kwargs = {"train_size": 1.0, **train_kwargs}
-            monitor, all_validation = train_kwargs.pop("select", None), train_kwargs.pop("all_validation", False)
+            monitor = train_kwargs.pop("select", None)
             selection = {"callbacks": []}
             if monitor is not None:
                 from scmulan.train import BestCheckpoint
@@ -118,26 +109,70 @@ def run(args) -> dict:
                 selection["callbacks"].insert(0, snapshots)
             model = scmulan.SCMULAN(ref, config=args.config, seed=seed, **network)
             t0 = time.perf_counter()
-            with annotation_validation(all_validation):
-                model.train(
-                    max_epochs=args.epochs,
-                    seed=seed,
-                    accelerator="cpu",
-                    enable_progress_bar=False,
-                    plan_kwargs=plan,
-                    **train_kwargs,
-                    **selection,
-                )
+            model.train(
+                max_epochs=args.epochs,
+                seed=seed,
+                accelerator="cpu",
+                enable_progress_bar=False,
+                plan_kwargs=plan,
+                **train_kwargs,
+                **selection,
+            )
             seconds = time.perf_counter() - t0
             chosen = _selection(model, selection["callbacks"][-1] if monitor is not None else None)
             if snapshots is not None:
                 chosen["test_f1_by_epoch"] = snapshots.test_curve(model, C.without_labels(test), truth)
             out = model.annotate(C.without_labels(test), progress=False)
+            proxy = generation_proxy(model, test, seed)
+            C.log(f"seed {seed} {name:>13} held-out generation: {proxy}")
             for lv in ("fine", "coarse"):
                 s = _scores(truth[lv], C.pd_fill(out[lv]))
-                rows.append({"seed": seed, "variant": name, "level": lv, "seconds": seconds, **s, **chosen})
+                rows.append({"seed": seed, "variant": name, "level": lv, "seconds": seconds, **s, **chosen, **proxy})
                 C.log(f"seed {seed} {name:>13} {lv:>6}: macro-F1 {s['macro_f1']:.3f} accuracy {s['accuracy']:.3f}")
     return {"rows": rows}
+
+
+def generation_proxy(model, test, seed: int) -> dict:
+    """Teacher-forced generation losses of the held-out cells: how well the model still generates.
+
+    The held-out cells' generation sentences (the same sentences for every variant of a split: fixed seed, no
+    shuffling) are scored with the trained network: ``gen_entity_ce`` is the mean next-entity cross-entropy per
+    sentence (the ``*_entity_loss_generation`` of ``history_``), ``gen_level_ce`` the mean level cross-entropy (set
+    objective: the value MSE).
+    """
+    import torch
+
+    from scmulan.model._training import task_spec
+    from scmulan.sentence import TASKS, CellSource, TrainingSentenceDataset, forward_heads
+    from scmulan.train import set_objective
+    from scmulan.train._generation_objective import heads_with_levels, next_entity_objective
+
+    parts = model.parts()
+    source = CellSource(
+        test, parts.vocab, obs_keys=parts.obs_keys, layer=parts.layer, gene_symbols=parts.gene_symbols_key
+    )
+    spec = task_spec(parts, ["generation"], None, None, 0.5, 0.0)
+    task_ids = {parts.layout.prompt_token(t): parts.vocab.task_id(parts.layout.prompt_token(t)) for t in TASKS}
+    ds = TrainingSentenceDataset(
+        [source], spec, task_ids, end_id=parts.vocab.end_id, pad_id=parts.vocab.pad_id, batch_size=32,
+        layout=parts.layout, shuffle=False, seed=seed, warn_truncation=False,
+    )  # fmt: skip
+    net = parts.network.eval()
+    entity, level = [], []
+    with torch.no_grad():
+        for batch in ds:
+            if net.config.generation_objective == "next":
+                logits, _, level_logits = heads_with_levels(net, batch)
+                o = next_entity_objective(logits, level_logits, batch["ids"], batch["levels"], batch["groups"])
+            else:
+                logits, values = forward_heads(net, batch)
+                o = set_objective(logits, values, batch["ids"], batch["levels"], batch["groups"])
+            entity.append(o.per_sentence_entity.float())
+            level.append(o.per_sentence_value.float())
+    return {
+        "gen_entity_ce": round(float(torch.cat(entity).nanmean()), 4),
+        "gen_level_ce": round(float(torch.cat(level).nanmean()), 4),
+    }
 
 
 def _selection(model, callback) -> dict:
@@ -197,8 +232,12 @@ def table(rows: list[dict]) -> str:
             r["cd34_f1"] for r in rows if r["variant"] == name and r["level"] == "fine" and r["cd34_f1"] is not None
         ]
         cells.append(f"{np.mean(cd34):.2f}" if cd34 else "–")
+        for key in ("gen_entity_ce", "gen_level_ce"):
+            v = [r[key] for r in rows if r["variant"] == name and r["level"] == "fine" and r.get(key) is not None]
+            cells.append(" / ".join(f"{x:.3f}" for x in v) if v else "–")
         out.append(cells)
-    return C.markdown_table(["variant", "fine macro-F1", "coarse macro-F1", "CD34+ F1"], out)
+    header = ["variant", "fine macro-F1", "coarse macro-F1", "CD34+ F1", "gen. entity CE", "gen. level CE"]
+    return C.markdown_table(header, out)
 
 
 def main() -> None:

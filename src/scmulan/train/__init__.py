@@ -17,11 +17,13 @@ from ._objective import (
 )
 from ._plan import CSentenceTrainingPlan, NonFiniteLossError, clip_grad_norm, parameter_groups, warmup_cosine
 from ._selection import BestCheckpoint
+from ._validation_data import ChainedBatches, validation_dataset
 
 __all__ = [
     "BestCheckpoint",
     "BlockFSDPStrategy",
     "CSentenceTrainingPlan",
+    "ChainedBatches",
     "LabelTargets",
     "NonFiniteLossError",
     "ObjectiveOutput",
@@ -40,5 +42,6 @@ __all__ = [
     "resolve_strategy",
     "set_objective",
     "task_balanced_weights",
+    "validation_dataset",
     "warmup_cosine",
 ]

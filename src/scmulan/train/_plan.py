@@ -80,6 +80,49 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: 
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def ramp_fraction(progress: float, start: float, end: float) -> float:
+    """0 before ``start``, 1 from ``end`` on, linear in between (a step at ``start`` when ``start == end``)."""
+    if progress >= end:
+        return 1.0
+    if progress < start:
+        return 0.0
+    return (progress - start) / (end - start)
+
+
+def _generation_fraction(shares: Tensor) -> Tensor:
+    """Generation's fraction of the total task share (1 when every share is 0)."""
+    total = shares.sum()
+    return shares[TASKS.index("generation")] / total if total > 0 else shares.new_ones(())
+
+
+def _check_task_schedule(
+    start: tuple[float, ...] | None, end: tuple[float, ...] | None, ramp: tuple[float, float]
+) -> Tensor | None:
+    """The end shares as a tensor, after checking the schedule (errors name the ``plan_kwargs`` to fix)."""
+    if len(ramp) != 2 or not 0.0 <= ramp[0] <= ramp[1] <= 1.0:
+        msg = f"`task_loss_ramp` must be two fractions of the run (start, end) with 0 <= start <= end <= 1, got {ramp}."
+        raise ValueError(msg)
+    if end is None:
+        return None
+    if start is None:
+        msg = "`task_loss_weights_end` schedules the task shares: give `task_loss_weights` (the start shares) too."
+        raise ValueError(msg)
+    if len(end) != len(start) or min(end) < 0 or sum(end) <= 0:
+        msg = (
+            f"`task_loss_weights_end` must be {len(start)} non-negative shares with a positive sum (one per task of "
+            f"{TASKS}), like `task_loss_weights`; got {tuple(end)}."
+        )
+        raise ValueError(msg)
+    gen = TASKS.index("generation")
+    if start[gen] > 0 and end[gen] <= 0:
+        msg = (
+            "`task_loss_weights_end` would switch generation off at the end of the run; give it a small positive "
+            f"share instead (e.g. 0.1), got {tuple(end)}."
+        )
+        raise ValueError(msg)
+    return torch.tensor(end, dtype=torch.float32)
+
+
 def rng_state() -> dict[str, Any]:
     """The random states of this process (torch CPU and CUDA, NumPy's global one, Python's) as tensors and tuples.
 
@@ -144,6 +187,14 @@ class CSentenceTrainingPlan(pl.LightningModule):
         Share of the loss of each task in ``scmulan.sentence.TASKS`` order: every task present in a batch
         contributes its weight, split among its sentences (:func:`~scmulan.train.task_balanced_weights`); ``None``:
         every sentence alike (the batch mean, so tasks weigh what their sampled share of sentences weighs).
+    task_loss_weights_end
+        The task shares at the end of the run (scheduled mixing, e.g. ``(0.1, 1, 0.1)`` for an annotation finish);
+        they replace ``task_loss_weights`` over the steps given by ``task_loss_ramp``, see the notes. ``None``
+        (default): the shares stay ``task_loss_weights`` for the whole run.
+    task_loss_ramp
+        Fractions ``(start, end)`` of the run's optimiser steps over which the shares move linearly from
+        ``task_loss_weights`` to ``task_loss_weights_end``; ``start == end`` switches at that point (e.g.
+        ``(2/3, 2/3)``: the last third of the steps with the end shares).
 
     Notes
     -----
@@ -155,6 +206,15 @@ class CSentenceTrainingPlan(pl.LightningModule):
     ``value_weight = 1`` keeps the value term (≈ 1–10 for levels 1..10) a minor part of the entity term early on
     and comparable to it once the entity loss has converged (a few units per position); the original's 200 made
     the value term dominate, so the entity head, which annotation and generation decode from, learnt slowly.
+
+    **Scheduled task mixing.** With ``task_loss_weights_end``, each training step uses the shares
+    ``w = w_start + r * (w_end - w_start)``, where ``r`` is 0 before ``task_loss_ramp[0]`` of the run's optimiser
+    steps, 1 after ``task_loss_ramp[1]``, and linear in between (the run's length is Lightning's
+    ``estimated_stepping_batches``, as for the learning-rate schedule). Only the shares' ratios matter. The level
+    (value) loss, which only generation sentences carry, is scaled by the ratio of generation's share of the total
+    then to its share at the start, so a finish that lowers generation's share lowers its level term alike.
+    Generation's end share must be positive when its start share is: it is never switched off. Validation losses
+    use the start shares, so that they compare across epochs.
 
     **Schedule.** Linear warm-up over ``warmup_steps`` optimiser steps, but at most 10 % of the run's steps (at
     least one), then cosine decay to ``min_lr_ratio * lr`` at the last step: a short run or a fine-tuning run spends
@@ -190,6 +250,8 @@ class CSentenceTrainingPlan(pl.LightningModule):
         freeze_trunk: bool = False,
         labels: LabelTargets | None = None,
         task_loss_weights: tuple[float, ...] | None = None,
+        task_loss_weights_end: tuple[float, ...] | None = None,
+        task_loss_ramp: tuple[float, float] = (0.0, 1.0),
     ) -> None:
         super().__init__()
         self.net = net
@@ -199,6 +261,9 @@ class CSentenceTrainingPlan(pl.LightningModule):
         self.freeze_trunk = freeze_trunk
         self.labels = labels
         self.task_loss_weights = None if task_loss_weights is None else torch.tensor(task_loss_weights)
+        self.task_loss_weights_end = _check_task_schedule(task_loss_weights, task_loss_weights_end, task_loss_ramp)
+        self.task_loss_ramp = (float(task_loss_ramp[0]), float(task_loss_ramp[1]))
+        self._total_steps: int | None = None  # set by configure_optimizers (the run's optimiser steps)
         if freeze_trunk:
             for module in (*net.blocks, net.ln_f):
                 module.requires_grad_(False)
@@ -214,9 +279,14 @@ class CSentenceTrainingPlan(pl.LightningModule):
             groups = nxt.other_groups  # the label positions are left to the set objective
         else:
             entity_logits, values = forward_heads(self.net, batch)  # padded layout; packed rows if the batch has them
-        weights = None
+        weights, value_scale = None, 1.0
         if self.task_loss_weights is not None:
-            weights = task_balanced_weights(batch["task"], self.task_loss_weights.to(entity_logits.device))
+            shares = self.task_loss_weights
+            if stage == "train" and self.task_loss_weights_end is not None:
+                shares = self.scheduled_task_loss_weights(self.global_step)
+                value_scale = float(_generation_fraction(shares) / _generation_fraction(self.task_loss_weights))
+            weights = task_balanced_weights(batch["task"], shares.to(entity_logits.device))
+        value_weight = self.value_weight * value_scale
         labels = self.labels.to(entity_logits.device) if self.labels is not None else None
         out = set_objective(
             entity_logits,
@@ -225,14 +295,14 @@ class CSentenceTrainingPlan(pl.LightningModule):
             batch["levels"],
             groups,
             entity_weight=self.entity_weight,
-            value_weight=self.value_weight,
+            value_weight=value_weight,
             positives=self.positives,
             labels=labels,
             sentence_weight=weights,
         )
         if nxt is not None:
             out = combine(
-                out, nxt, entity_weight=self.entity_weight, value_weight=self.value_weight, sentence_weight=weights
+                out, nxt, entity_weight=self.entity_weight, value_weight=value_weight, sentence_weight=weights
             )
         if stage == "validation" and self._label_counts is not None:
             rows = batch["task"] == TASKS.index("annotation")
@@ -266,6 +336,26 @@ class CSentenceTrainingPlan(pl.LightningModule):
             self.log(f"{stage}_entity_loss_{name}", entity.detach(), **per_task)
             self.log(f"{stage}_accuracy_{name}", hits, **per_task)
         return out.loss
+
+    def scheduled_task_loss_weights(self, step: int) -> Tensor:
+        """The task shares used at optimiser step ``step`` (see the notes on scheduled task mixing).
+
+        Parameters
+        ----------
+        step
+            Optimiser steps taken so far.
+
+        Returns
+        -------
+        ``(n_tasks,)`` shares in ``scmulan.sentence.TASKS`` order (``task_loss_weights`` without a schedule).
+        """
+        start = self.task_loss_weights
+        if start is None or self.task_loss_weights_end is None:
+            return start
+        total = self._total_steps
+        if total is None:
+            total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
+        return start + ramp_fraction(step / total, *self.task_loss_ramp) * (self.task_loss_weights_end - start)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """One optimisation step's loss."""
@@ -307,6 +397,7 @@ class CSentenceTrainingPlan(pl.LightningModule):
             fused=self._fused_adamw() or None,
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
+        self._total_steps = total
         warmup = min(self.warmup_steps, max(1, total // 10))
 
         def schedule(step: int) -> float:
