@@ -75,7 +75,8 @@ def _open_set_model(ref, args, seed: int, unseen: str):
     if path is not None and (path / "validation_indices.npy").exists():
         scmulan.SCMULAN.setup_anndata(ref, coarse_cell_type_key="coarse_cell_type", cell_type_key="cell_type")
         model = scmulan.SCMULAN.load(path, adata=ref)
-        return model, np.load(path / "validation_indices.npy"), np.load(path / "train_indices.npy"), None
+        model.train_indices_ = np.load(path / "train_indices.npy")  # the reference cells, as after training
+        return model, np.load(path / "validation_indices.npy"), model.train_indices_, None
     t0 = time.perf_counter()
     model = _train(ref, args, seed)
     seconds = time.perf_counter() - t0

@@ -100,3 +100,9 @@ def test_open_set_reads_stored_cells_a_chunk_at_a_time(trained, query, tmp_path)
     in_memory = trained.annotate(query, progress=False, open_set=True)["open_set_score"].to_numpy()
     stored = trained.annotate(str(path), progress=False, open_set=True)["open_set_score"].to_numpy()
     np.testing.assert_allclose(stored, in_memory, rtol=1e-5)
+
+
+def test_held_out_cells_are_left_out_of_the_reference(saved_dir, reference, atlas):
+    model = scmulan.SCMULAN.load(saved_dir, adata=reference)  # after loading: the whole attached reference
+    model.calibrate(atlas[:60])  # cells of the attached reference given as held out
+    assert model.calibration_["expression"]["reference"].shape[0] == reference.n_obs - 60

@@ -368,6 +368,8 @@ def calibrate(
         raise ValueError(msg)
     train_idx = getattr(model, "train_indices_", None)  # None after loading: the attached reference
     train_idx = np.arange(model.adata.n_obs) if train_idx is None else np.asarray(train_idx)
+    # a held-out cell among the reference cells would be its own nearest neighbour (a lower threshold)
+    train_idx = train_idx[~model.adata.obs_names[train_idx].isin(heldout.obs_names)]
     rng = np.random.default_rng(seed)
     if len(train_idx) > max_reference_cells:
         train_idx = np.sort(rng.choice(train_idx, max_reference_cells, replace=False))
