@@ -75,9 +75,11 @@ def annotate(
     progress
         Show a progress bar.
     open_set
-        Label cells unlike every reference type ``"Unknown"`` (both levels): a cell whose annotation embedding lies
-        farther from every reference type than the threshold set on held-out reference cells (recorded in
-        ``uns[key_added]["open_set"]``). Needs a calibrated model (``model.train`` with validation cells, or
+        Label cells unlike every reference type ``"Unknown"`` (both levels): a cell whose expression lies farther
+        from its nearest reference cells (in the reference's principal components, see
+        :meth:`~scmulan.SCMULAN.calibrate`) than the threshold set on held-out reference cells (recorded in
+        ``uns[key_added]["open_set"]``; models calibrated before this score keep the annotation embedding's
+        Mahalanobis distance to the reference types). Needs a calibrated model (``model.train`` with validation cells, or
         ``model.calibrate``).
     calibrated
         Write calibrated confidences when the model is calibrated (the probability that the fine label is right).
@@ -99,7 +101,8 @@ def annotate(
         Probability of the decoded coarse-then-fine path; for a calibrated model, the calibrated probability that
         the fine label is right.
     ``adata.obs['{key_added}_open_set_score']`` : float
-        With ``open_set=True``: distance to the nearest reference type (``"Unknown"`` above the threshold).
+        With ``open_set=True``: the open-set score, the distance to the nearest reference cells (``"Unknown"``
+        above the threshold).
     ``adata.obsm['X_{key_added}']`` : array
         Final hidden state at the first decoded cell type (the cell embedding).
     ``adata.uns['{key_added}']['params']``
@@ -150,6 +153,7 @@ def annotate(
             "quantile": cal["quantile"],
             "n_heldout": cal["n_heldout"],
             "n_unknown": int((labels["fine"] == "Unknown").sum()),
+            "method": cal.get("open_set_method", "mahalanobis"),
         }
     finish(started, [f"obs['{k}']" for k in keys.values()] + [f"obsm['X_{key_added}']", f"uns['{key_added}']"])
     return data if copy else None
