@@ -185,7 +185,8 @@ def test_generate_passes_the_sampling_defaults_and_their_overrides(capsys, model
     params = ad.read_h5ad(former).uns["scmulan_generate"]["params"]
     assert (params["guidance"], params["gene_counts"], params["top_p"]) == (1.0, "model", 0.9)
     code, _, stderr = run(capsys, *base, "--gene-counts", "real", "-o", tmp_path / "bad.h5ad")
-    assert code == 2 and "invalid choice: 'real'" in stderr
+    assert code == 2
+    assert "invalid choice: 'real'" in stderr
 
 
 def test_generate_from_a_conditions_csv(capsys, model_dir, model, tmp_path):

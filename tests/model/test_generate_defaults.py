@@ -34,14 +34,19 @@ def test_the_table_keeps_counts_per_token_and_draws_from_the_narrowest_condition
     metadata = np.array([[2, 5], [2, 5], [2, 5], [2, 6], [2, 6], [2, -1]])
     table = gene_count_table(counts, metadata, n_tokens=8)
     assert table.shape == (9, 1 + N_QUANTILES)
-    assert table[0, 0] == 6 and table[1 + 2, 0] == 6 and table[1 + 5, 0] == 3 and table[1 + 6, 0] == 2
+    assert table[0, 0] == 6
+    assert table[1 + 2, 0] == 6
+    assert table[1 + 5, 0] == 3
+    assert table[1 + 6, 0] == 2
     assert table[1 + 7, 0] == 0
     rng = np.random.default_rng(0)
     drawn = draw_gene_counts(table, np.array([[2, 5]] * 50 + [[2, 6]] * 50 + [[-1, 7]] * 50), rng)
     assert (drawn[:50] == 10).all()  # the fine type (3 cells), not the organ (6 cells)
     assert (drawn[50:100] == 50).all()
     # a token never seen in training, and no condition at all: every training cell's distribution
-    assert drawn[100:].min() >= 10 and drawn[100:].max() <= 50 and len(np.unique(drawn[100:])) > 3
+    assert drawn[100:].min() >= 10
+    assert drawn[100:].max() <= 50
+    assert len(np.unique(drawn[100:])) > 3
     assert (draw_gene_counts(table, np.zeros((4, 0), dtype=np.int64), rng) >= 10).all()
 
 
@@ -51,14 +56,17 @@ def test_draws_follow_the_distribution_of_the_training_cells():
     drawn = draw_gene_counts(table, np.zeros((5000, 1), dtype=np.int64), np.random.default_rng(2))
     assert abs(drawn.mean() - counts.mean()) < 5
     assert abs(drawn.std() - counts.std()) < 5
-    assert drawn.min() >= counts.min() and drawn.max() <= counts.max()
+    assert drawn.min() >= counts.min()
+    assert drawn.max() <= counts.max()
 
 
 def test_an_empty_table_leaves_the_stop_to_the_model_and_new_tokens_get_empty_rows():
     table = gene_count_table(np.array([], dtype=np.int64), np.zeros((0, 2), dtype=np.int64), n_tokens=3)
     assert (draw_gene_counts(table, np.array([[0, 1]]), np.random.default_rng(0)) == -1).all()
     grown = extend_gene_count_table(np.ones((4, 1 + N_QUANTILES), dtype=np.float32), 6)
-    assert grown.shape == (7, 1 + N_QUANTILES) and (grown[4:] == 0).all() and (grown[:4] == 1).all()
+    assert grown.shape == (7, 1 + N_QUANTILES)
+    assert (grown[4:] == 0).all()
+    assert (grown[:4] == 1).all()
     assert extend_gene_count_table(None, 6) is None
 
 
@@ -77,7 +85,8 @@ def test_training_records_gene_counts_and_generated_cells_get_counts_of_their_ty
     params = out.uns["scmulan_generate"]["params"]
     assert params["gene_counts"] == "reference"
     n_genes = out.obs["n_genes"].to_numpy()
-    assert n_genes.min() >= real.min() and n_genes.max() <= real.max()
+    assert n_genes.min() >= real.min()
+    assert n_genes.max() <= real.max()
     assert out.obs["ended"].all()
 
 

@@ -1,9 +1,10 @@
 """The scvi-tools model class :class:`~scmulan.SCMULAN` (imports torch, Lightning and scvi-tools)."""
 
-from ._calibration import Calibration, calibrate, expected_calibration_error, reliability_bins
+from ._calibration import Calibration, calibrate
 from ._model import SCMULAN
 from ._parts import ModelParts
 from ._pretrained import clear_pretrained_cache, load_pretrained, resolve_model
+from ._reliability import expected_calibration_error, reliability_bins
 
 __all__ = [
     "SCMULAN",

@@ -24,6 +24,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from scmulan.model._novelty import mahalanobis_score
+from scmulan.model._reliability import expected_calibration_error
+
 UNKNOWN = "Unknown"
 
 
@@ -122,68 +125,6 @@ def _apply(knots: list[float], values: list[float], p: np.ndarray) -> np.ndarray
     p = np.asarray(p, dtype=np.float64)
     out = np.interp(np.nan_to_num(p), np.asarray(knots), np.asarray(values))
     return np.where(np.isnan(p), np.nan, out).astype(np.float32)
-
-
-def reliability_bins(
-    confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cells, mean confidence and accuracy in ``n_bins`` equal-width confidence bins over ``[0, 1]``.
-
-    Parameters
-    ----------
-    confidence
-        Predicted probability that each label is right (NaN entries are ignored).
-    correct
-        Whether each label was right.
-    n_bins
-        Bins over ``[0, 1]``.
-
-    Returns
-    -------
-    ``counts``, ``mean_confidence`` and ``accuracy``, each ``(n_bins,)`` (NaN in empty bins).
-    """
-    confidence = np.asarray(confidence, dtype=np.float64)
-    correct = np.asarray(correct, dtype=np.float64)
-    ok = ~np.isnan(confidence)
-    confidence, correct = np.clip(confidence[ok], 0.0, 1.0), correct[ok]
-    bins = np.minimum((confidence * n_bins).astype(np.int64), n_bins - 1)
-    counts = np.bincount(bins, minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_conf = np.bincount(bins, confidence, n_bins) / counts
-        accuracy = np.bincount(bins, correct, n_bins) / counts
-    return counts, mean_conf, accuracy
-
-
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
-    """Expected calibration error: the cell-weighted mean of ``|accuracy - mean confidence|`` over equal-width bins.
-
-    Parameters
-    ----------
-    confidence
-        Predicted probability that each label is right, in ``[0, 1]`` (NaN entries are ignored).
-    correct
-        Whether each label was right.
-    n_bins
-        Bins over ``[0, 1]`` (see ``reliability_bins``).
-
-    Returns
-    -------
-    ECE in ``[0, 1]`` (0: perfectly calibrated); NaN without any cell.
-    """
-    counts, mean_conf, accuracy = reliability_bins(confidence, correct, n_bins)
-    if counts.sum() == 0:
-        return float("nan")
-    filled = counts > 0
-    return float((counts[filled] * np.abs(accuracy[filled] - mean_conf[filled])).sum() / counts.sum())
-
-
-def mahalanobis_score(embedding: np.ndarray, centroids: np.ndarray, precision: np.ndarray) -> np.ndarray:
-    """``min_k (x - mu_k)^T P (x - mu_k)`` for every row ``x`` of ``embedding`` (NaN rows give NaN)."""
-    x = np.asarray(embedding, dtype=np.float64)
-    xp = x @ precision  # (n, d)
-    mp = centroids @ precision  # (k, d)
-    d2 = (xp * x).sum(1)[:, None] - 2 * xp @ centroids.T + (mp * centroids).sum(1)[None, :]
-    return np.sqrt(np.maximum(d2.min(1), 0.0))
 
 
 def _platt(score: np.ndarray, correct: np.ndarray) -> tuple[list[float], list[float]]:
@@ -477,38 +418,3 @@ def apply_calibration(frame, embedding: np.ndarray, calibration: dict | None, *,
             labels[unknown] = UNKNOWN
             frame[col] = labels
     return frame
-
-
-_ARRAY_PREFIX = "calibration.expression."
-
-
-def split_arrays(calibration: dict | None) -> tuple[dict | None, dict[str, np.ndarray]]:
-    """A calibration dict without its expression-space arrays (for ``model.json``) and those arrays (safetensors).
-
-    Inverse: :func:`join_arrays`.
-    """
-    if calibration is None or calibration.get("expression") is None:
-        return calibration, {}
-    from scmulan.model._novelty import ARRAYS
-
-    space = calibration["expression"]
-    arrays = {_ARRAY_PREFIX + name: np.asarray(space[name]) for name in ARRAYS}
-    plain = {k: v for k, v in space.items() if k not in ARRAYS}
-    return {**calibration, "expression": plain}, arrays
-
-
-def join_arrays(calibration: dict | None, extra: dict[str, np.ndarray]) -> dict | None:
-    """A saved calibration dict with its expression-space arrays put back (saves without them are unchanged)."""
-    if calibration is None or calibration.get("expression") is None:
-        return calibration
-    from scmulan.model._novelty import ARRAYS
-
-    missing = [name for name in ARRAYS if _ARRAY_PREFIX + name not in extra]
-    if missing:
-        msg = (
-            f"The saved calibration lacks its expression-space arrays {missing}; recalibrate the model with "
-            "`model.calibrate(heldout_adata)` and save it again."
-        )
-        raise ValueError(msg)
-    arrays = {name: extra[_ARRAY_PREFIX + name] for name in ARRAYS}
-    return {**calibration, "expression": {**calibration["expression"], **arrays}}

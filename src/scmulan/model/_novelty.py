@@ -190,3 +190,43 @@ def _chunks(
         expressed = np.asarray((x @ any_gene).todense()).ravel() > 0
         picked = x @ select
         yield start, (picked.toarray() if dense else sparse.csr_matrix(picked)), expressed
+
+
+def mahalanobis_score(embedding: np.ndarray, centroids: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """``min_k (x - mu_k)^T P (x - mu_k)`` for every row ``x`` of ``embedding`` (NaN rows give NaN)."""
+    x = np.asarray(embedding, dtype=np.float64)
+    xp = x @ precision  # (n, d)
+    mp = centroids @ precision  # (k, d)
+    d2 = (xp * x).sum(1)[:, None] - 2 * xp @ centroids.T + (mp * centroids).sum(1)[None, :]
+    return np.sqrt(np.maximum(d2.min(1), 0.0))
+
+
+_ARRAY_PREFIX = "calibration.expression."
+
+
+def split_arrays(calibration: dict | None) -> tuple[dict | None, dict[str, np.ndarray]]:
+    """A calibration dict without its expression-space arrays (for ``model.json``) and those arrays (safetensors).
+
+    Inverse: :func:`join_arrays`.
+    """
+    if calibration is None or calibration.get("expression") is None:
+        return calibration, {}
+    space = calibration["expression"]
+    arrays = {_ARRAY_PREFIX + name: np.asarray(space[name]) for name in ARRAYS}
+    plain = {k: v for k, v in space.items() if k not in ARRAYS}
+    return {**calibration, "expression": plain}, arrays
+
+
+def join_arrays(calibration: dict | None, extra: dict[str, np.ndarray]) -> dict | None:
+    """A saved calibration dict with its expression-space arrays put back (saves without them are unchanged)."""
+    if calibration is None or calibration.get("expression") is None:
+        return calibration
+    missing = [name for name in ARRAYS if _ARRAY_PREFIX + name not in extra]
+    if missing:
+        msg = (
+            f"The saved calibration lacks its expression-space arrays {missing}; recalibrate the model with "
+            "`model.calibrate(heldout_adata)` and save it again."
+        )
+        raise ValueError(msg)
+    arrays = {name: extra[_ARRAY_PREFIX + name] for name in ARRAYS}
+    return {**calibration, "expression": {**calibration["expression"], **arrays}}

@@ -14,7 +14,7 @@ from anndata import AnnData
 from scmulan._device import resolve_device
 from scmulan._validation import check_log_normalized
 from scmulan.model import _io
-from scmulan.model._calibration import join_arrays, split_arrays
+from scmulan.model._novelty import join_arrays, split_arrays
 from scmulan.model._parts import new_parts
 from scmulan.model._query import expression
 from scmulan.model._registration import check_known_categories, empty_registry, registered_obs_keys
