@@ -71,7 +71,13 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     "finish_third": ({}, {"task_loss_weights_end": (0.1, 1.0, 0.1), "task_loss_ramp": (2 / 3, 2 / 3)}, {}),
     "finish_half": ({}, {"task_loss_weights_end": (0.1, 1.0, 0.1), "task_loss_ramp": (0.5, 0.5)}, {}),
     "finish_third_001": ({}, {"task_loss_weights_end": (0.01, 1.0, 0.01), "task_loss_ramp": (2 / 3, 2 / 3)}, {}),
+    "finish_half_001": ({}, {"task_loss_weights_end": (0.01, 1.0, 0.01), "task_loss_ramp": (0.5, 0.5)}, {}),
     "ramp": ({}, {"task_loss_weights_end": (0.1, 1.0, 0.1), "task_loss_ramp": (0.0, 1.0)}, {}),
+    "dropout_sample3_finish": (
+        {"dropout": 0.1},
+        {"task_loss_weights_end": (0.01, 1.0, 0.01), "task_loss_ramp": (2 / 3, 2 / 3)},
+        {"tasks": ("generation", "annotation"), "task_weights": (1.0, 3.0)},
+    ),
     "ann10": ({}, {"task_loss_weights": (1.0, 10.0, 1.0)}, {}),
     "ann3_v03": ({}, {"value_weight": 0.3}, {}),
 }
