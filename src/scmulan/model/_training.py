@@ -81,7 +81,9 @@ plan_kwargs
     each label field's categories at label positions; ``"bce"``: the original's sigmoid over the whole
     vocabulary), ``logit_adjustment`` (τ of the training-label prior added to the label logits during training),
     ``label_smoothing``, ``task_loss_weights`` (each task's share of the loss in (generation, annotation,
-    metadata) order; ``None``: the plain batch mean) — defaults in ``DEFAULT_PLAN`` —, and the optimisation:
+    metadata) order; ``None``: the plain batch mean) — defaults in ``DEFAULT_PLAN`` —, ``task_loss_weights_end``
+    and ``task_loss_ramp`` (scheduled mixing: the shares at the end of the run, and the fractions of the run over
+    which they replace ``task_loss_weights``; default: no schedule), and the optimisation:
     ``weight_decay`` (0.01, AdamW on linear-layer matrices only), ``warmup_steps`` (100, capped at 10 % of the
     run), ``entity_weight`` and ``value_weight`` (1, the weights of the entity and value losses),
     ``positives`` (``"mean"``: each position's target entities share one unit of weight; ``"sum"``: the
@@ -211,9 +213,14 @@ def train(
         sources, spec, task_ids, indices=indices, block_size=block, warn_truncation=not count_up_front, **common
     )
     val_ds = None
-    if len(val_idx):
-        val_ds = TrainingSentenceDataset(
-            [main], spec, task_ids, indices=[val_idx], shuffle=False, warn_truncation=False, **common
+    if len(val_idx):  # every labelled validation cell annotated, the other tasks scored alongside
+        from scmulan.train import validation_dataset
+
+        val_ds = validation_dataset(
+            lambda s: TrainingSentenceDataset(
+                [main], s, task_ids, indices=[val_idx], shuffle=False, warn_truncation=False, **common
+            ),
+            spec,
         )
     debin_table, gene_counts = parts.debin_table, parts.gene_counts
     if fit_debinning:
