@@ -39,11 +39,12 @@ import numpy as np
 SEED_RECIPE = {"label_loss": "bce", "task_loss_weights": None}
 # name: (network overrides, plan_kwargs, other train() arguments); ({}, {}, {}) is the package's default
 VARIANTS: dict[str, tuple[dict, dict, dict]] = {
-    "legacy": ({"generation_objective": "set"}, SEED_RECIPE, {}),  # the seed's recipe, before this round
+    "legacy": ({"generation_objective": "set", "dropout": 0.0}, SEED_RECIPE, {}),  # the seed's recipe
     "set_default": ({"generation_objective": "set"}, {}, {}),
     "next_seedlabels": ({}, SEED_RECIPE, {}),  # the new generation objective alone
     "softmax": ({}, {"task_loss_weights": None}, {}),
     "default": ({}, {}, {}),
+    "no_dropout": ({"dropout": 0.0}, {}, {}),  # the default before the presets took dropout 0.1
     "default_la1": ({}, {"logit_adjustment": 1.0}, {}),
     "default_v01": ({}, {"value_weight": 0.1}, {}),
     "balanced_equal": ({}, {"task_loss_weights": (1.0, 1.0, 1.0)}, {}),
