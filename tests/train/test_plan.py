@@ -20,7 +20,7 @@ from scmulan.train import (
     resolve_strategy,
     warmup_cosine,
 )
-from scmulan.train._plan import rng_state, set_rng_state
+from scmulan.train._rng import rng_state, set_rng_state
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from ._objective import (
     set_objective,
     task_balanced_weights,
 )
-from ._plan import CSentenceTrainingPlan, NonFiniteLossError, clip_grad_norm, parameter_groups, warmup_cosine
+from ._optim import clip_grad_norm, parameter_groups, warmup_cosine
+from ._plan import CSentenceTrainingPlan, NonFiniteLossError
 from ._selection import BestCheckpoint
 from ._validation_data import ChainedBatches, validation_dataset
 

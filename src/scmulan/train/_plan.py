@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import logging
-import math
-import random
-from collections.abc import Iterable
 from typing import Any, NoReturn
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import Tensor
@@ -19,136 +15,15 @@ from scmulan.sentence import TASKS, forward_heads
 from scmulan.train._generation_objective import combine, heads_with_levels, next_entity_objective
 from scmulan.train._label_metrics import confusion_counts, label_predictions, macro_f1
 from scmulan.train._objective import LabelTargets, set_objective, task_balanced_weights
+from scmulan.train._optim import clip_grad_norm, parameter_groups, warmup_cosine
+from scmulan.train._rng import rng_state, set_rng_state
+from scmulan.train._task_schedule import check_task_schedule, generation_fraction, ramp_fraction
 
 logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss, the gradients or the weights became NaN or infinite."""
-
-
-def clip_grad_norm(parameters: Iterable[Tensor], max_norm: float | None, *, sharded_root: Any = None) -> Tensor:
-    """Total gradient norm before clipping; the gradients are scaled down to ``max_norm`` when it is given.
-
-    The norm is always computed: training stops on a non-finite one. Without a gradient scaler (fp32, bf16) the
-    gradients need no unscaling, so torch clips them directly; Lightning's own clipping refuses fused AdamW under
-    its mixed-precision plugin even in bf16. Under FSDP every process holds a shard of each gradient, so the norm
-    has to be taken over all shards by the root FSDP module (``FullyShardedDataParallel.clip_grad_norm_``), which
-    Lightning's FSDP plugin does not do.
-
-    Parameters
-    ----------
-    parameters
-        The optimised parameters (gradients already reduced across processes).
-    max_norm
-        Largest total 2-norm (``None``: measure only).
-    sharded_root
-        The root :class:`~torch.distributed.fsdp.FullyShardedDataParallel` module when training with FSDP.
-
-    Returns
-    -------
-    The total 2-norm of the gradients before clipping (the same value on every process).
-    """
-    limit = math.inf if max_norm is None else max_norm  # inf: the gradients are multiplied by 1
-    if sharded_root is not None:
-        return sharded_root.clip_grad_norm_(limit)
-    with_grad = [p for p in parameters if p.grad is not None]
-    if not with_grad:
-        return torch.zeros(())
-    return torch.nn.utils.clip_grad_norm_(with_grad, limit)
-
-
-def parameter_groups(net: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: weight decay on the matrices of linear layers (incl. the heads) only.
-
-    Embedding tables, LayerNorm weights and all biases are not decayed: decaying an embedding row pulls rare
-    entities (a rare cell type, a new category added for fine-tuning) towards zero, and norms/biases are offsets.
-    """
-    decay, no_decay = [], []
-    linear_weights = {id(m.weight) for m in net.modules() if isinstance(m, torch.nn.Linear)}
-    for p in net.parameters():
-        if p.requires_grad:
-            (decay if id(p) in linear_weights else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
-    """Learning-rate multiplier: linear warm-up from 0, then cosine decay to ``min_lr_ratio``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def ramp_fraction(progress: float, start: float, end: float) -> float:
-    """0 before ``start``, 1 from ``end`` on, linear in between (a step at ``start`` when ``start == end``)."""
-    if progress >= end:
-        return 1.0
-    if progress < start:
-        return 0.0
-    return (progress - start) / (end - start)
-
-
-def _generation_fraction(shares: Tensor) -> Tensor:
-    """Generation's fraction of the total task share (1 when every share is 0)."""
-    total = shares.sum()
-    return shares[TASKS.index("generation")] / total if total > 0 else shares.new_ones(())
-
-
-def _check_task_schedule(
-    start: tuple[float, ...] | None, end: tuple[float, ...] | None, ramp: tuple[float, float]
-) -> Tensor | None:
-    """The end shares as a tensor, after checking the schedule (errors name the ``plan_kwargs`` to fix)."""
-    if len(ramp) != 2 or not 0.0 <= ramp[0] <= ramp[1] <= 1.0:
-        msg = f"`task_loss_ramp` must be two fractions of the run (start, end) with 0 <= start <= end <= 1, got {ramp}."
-        raise ValueError(msg)
-    if end is None:
-        return None
-    if start is None:
-        msg = "`task_loss_weights_end` schedules the task shares: give `task_loss_weights` (the start shares) too."
-        raise ValueError(msg)
-    if len(end) != len(start) or min(end) < 0 or sum(end) <= 0:
-        msg = (
-            f"`task_loss_weights_end` must be {len(start)} non-negative shares with a positive sum (one per task of "
-            f"{TASKS}), like `task_loss_weights`; got {tuple(end)}."
-        )
-        raise ValueError(msg)
-    gen = TASKS.index("generation")
-    if start[gen] > 0 and end[gen] <= 0:
-        msg = (
-            "`task_loss_weights_end` would switch generation off at the end of the run; give it a small positive "
-            f"share instead (e.g. 0.1), got {tuple(end)}."
-        )
-        raise ValueError(msg)
-    return torch.tensor(end, dtype=torch.float32)
-
-
-def rng_state() -> dict[str, Any]:
-    """The random states of this process (torch CPU and CUDA, NumPy's global one, Python's) as tensors and tuples.
-
-    Only types that ``torch.load(weights_only=True)`` accepts, so checkpoints stay loadable without unpickling code.
-    """
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002 (the global state is what we save)
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore the random states saved by :func:`rng_state`."""
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    legacy = (kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss)
-    np.random.set_state(legacy)  # noqa: NPY002
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
 
 
 class CSentenceTrainingPlan(pl.LightningModule):
@@ -261,7 +136,7 @@ class CSentenceTrainingPlan(pl.LightningModule):
         self.freeze_trunk = freeze_trunk
         self.labels = labels
         self.task_loss_weights = None if task_loss_weights is None else torch.tensor(task_loss_weights)
-        self.task_loss_weights_end = _check_task_schedule(task_loss_weights, task_loss_weights_end, task_loss_ramp)
+        self.task_loss_weights_end = check_task_schedule(task_loss_weights, task_loss_weights_end, task_loss_ramp)
         self.task_loss_ramp = (float(task_loss_ramp[0]), float(task_loss_ramp[1]))
         self._total_steps: int | None = None  # set by configure_optimizers (the run's optimiser steps)
         if freeze_trunk:
@@ -284,7 +159,7 @@ class CSentenceTrainingPlan(pl.LightningModule):
             shares = self.task_loss_weights
             if stage == "train" and self.task_loss_weights_end is not None:
                 shares = self.scheduled_task_loss_weights(self.global_step)
-                value_scale = float(_generation_fraction(shares) / _generation_fraction(self.task_loss_weights))
+                value_scale = float(generation_fraction(shares) / generation_fraction(self.task_loss_weights))
             weights = task_balanced_weights(batch["task"], shares.to(entity_logits.device))
         value_weight = self.value_weight * value_scale
         labels = self.labels.to(entity_logits.device) if self.labels is not None else None
