@@ -231,6 +231,8 @@ def train_model(args, ref, seed: int):
 
     fields = ("coarse_cell_type", "cell_type")
     key = {"data": args.data, "obj": args.objective, "cfg": args.config, "ep": args.epochs, "lr": args.lr or "auto"}
+    if args.dropout is not None:
+        key["drop"] = args.dropout
     key.update({"bs": args.batch_size, "seed": seed, "n": ref.n_obs, "code": C.code_fingerprint()})
     key.update({"fields": fields, "tasks": ("generation", "annotation")})
     path = C._model_dir(key)
@@ -240,7 +242,8 @@ def train_model(args, ref, seed: int):
         info = json.loads(info_file.read_text())
         if info.get("key") == json.loads(json.dumps(key)):
             return scmulan.SCMULAN.load(path, adata=ref), {**info, "cached": True}
-    model = scmulan.SCMULAN(ref, config=args.config, generation_objective=args.objective)
+    overrides = {} if args.dropout is None else {"dropout": args.dropout}
+    model = scmulan.SCMULAN(ref, config=args.config, generation_objective=args.objective, **overrides)
     t0 = time.perf_counter()
     model.train(
         max_epochs=args.epochs,
@@ -471,6 +474,7 @@ def main() -> None:
     C.add_common_args(parser)
     parser.add_argument("--data", choices=("pbmc", "atlas"), default="pbmc", help="data set (default: %(default)s)")
     parser.add_argument("--objective", choices=("next", "set"), default="next", help="scmulan generation objective")
+    parser.add_argument("--dropout", type=float, default=None, help="scmulan network dropout (default: the preset's)")
     parser.add_argument("--n-generated", type=int, default=100, help="cells per type (default: %(default)s)")
     parser.add_argument("--min-train", type=int, default=25, help="training cells a type needs (default: %(default)s)")
     parser.add_argument("--sources", nargs="+", default=list(SOURCES), help="sources to score (default: all)")
