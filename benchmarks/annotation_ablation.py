@@ -126,6 +126,8 @@ def run(args) -> dict:
                 **selection,
             )
             seconds = time.perf_counter() - t0
+            if args.save_dir:  # for compare_generation.py --model-dir: both benchmarks score the same training
+                model.save(args.save_dir.replace("{variant}", name).replace("{seed}", str(seed)), overwrite=True)
             chosen = _selection(model, selection["callbacks"][-1] if monitor is not None else None)
             if snapshots is not None:
                 chosen["test_f1_by_epoch"] = snapshots.test_curve(model, C.without_labels(test), truth)
@@ -256,6 +258,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--test-curve", action="store_true", help="score the held-out cells at every epoch")
     parser.add_argument("--out", default=None)
+    parser.add_argument(
+        "--save-dir",
+        default=None,
+        help="save each trained model to this folder ('{variant}', '{seed}' replaced), e.g. for "
+        "compare_generation.py --model-dir",
+    )
     args = parser.parse_args()
     C.setup_runtime(args.threads)
     started = time.perf_counter()
