@@ -22,14 +22,14 @@ from scmulan.sentence import ANNOTATION_FIELDS, TASKS, CellSource, TaskSpec, as_
 logger = logging.getLogger(__name__)
 
 #: Objective defaults of ``train`` (``plan_kwargs``), chosen by the ablation in ``benchmarks/annotation_ablation.py``
-#: scored for annotation and, on the same trained models, for generation (``compare_generation.py --model-dir``); see
-#: the annotation page of the user guide. Equal task shares: on the ``small`` network (40 epochs, PBMC) they annotate
-#: and generate better than annotation x3, which only pays on ``tiny`` and only for annotation.
+#: (see the annotation page of the user guide). The task shares trade annotation against generation differently by
+#: network size (benchmarks/README.md, "Task shares"): (1, 3, 1) annotates best on ``tiny``; on ``small`` equal shares
+#: did better at both tasks on two PBMC splits, not yet enough to make the default depend on the size.
 DEFAULT_PLAN: dict[str, Any] = {
     "label_loss": "softmax",
     "logit_adjustment": 0.0,
     "label_smoothing": 0.0,
-    "task_loss_weights": (1.0, 1.0, 1.0),
+    "task_loss_weights": (1.0, 3.0, 1.0),
 }
 #: Sentence options of ``train`` (``data_kwargs``) and their defaults.
 DEFAULT_DATA: dict[str, Any] = {
