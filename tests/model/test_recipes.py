@@ -62,3 +62,32 @@ def test_unknown_sentence_options_are_refused_before_training(reference):
     with pytest.raises(ValueError, match=r"`data_kwargs` has unknown options \['dropout'\]; the options are"):
         model.train(max_epochs=1, data_kwargs={"dropout": 0.1})
     assert not model.is_trained_
+
+
+def test_default_task_shares_follow_the_network_width():
+    assert _training.default_task_shares(64) == (1.0, 3.0, 1.0)  # tiny: annotation gets three shares
+    assert _training.default_task_shares(128) == (1.0, 1.0, 1.0)  # small and wider: equal shares
+    assert _training.default_task_shares(1120) == (1.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize(("width", "shares", "other"), [(64, (1, 3, 1), (1, 1, 1)), (128, (1, 1, 1), (1, 3, 1))])
+def test_train_uses_the_shares_of_its_width_by_default(reference, width, shares, other):
+    run = {"max_epochs": 1, "batch_size": 32, "train_size": 1.0, "enable_progress_bar": False, "seed": 0}
+    weights = {}
+    for name, plan in (
+        ("default", {}),
+        ("explicit", {"task_loss_weights": shares}),
+        ("other", {"task_loss_weights": other}),
+    ):
+        model = scmulan.SCMULAN(reference, config="tiny", n_embd=width, seed=0)
+        model.train(plan_kwargs=plan, **run)
+        weights[name] = _weights(model)
+    assert weights["default"] == weights["explicit"]
+    assert weights["default"] != weights["other"]  # the shares do change training: the check above is not vacuous
+
+
+def test_an_unknown_task_share_rule_is_refused_before_training(reference):
+    model = scmulan.SCMULAN(reference, config="tiny")
+    with pytest.raises(ValueError, match="must be 'auto', None or one share per task"):
+        model.train(max_epochs=1, plan_kwargs={"task_loss_weights": "equal"}, enable_progress_bar=False)
+    assert not model.is_trained_
