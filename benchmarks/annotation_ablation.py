@@ -48,7 +48,8 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     "default_la1": ({}, {"logit_adjustment": 1.0}, {}),
     "default_v01": ({}, {"value_weight": 0.1}, {}),
     "balanced_equal": ({}, {"task_loss_weights": (1.0, 1.0, 1.0)}, {}),
-    "ann2": ({}, {"task_loss_weights": (1.0, 2.0, 1.0)}, {}),  # between the equal shares and the default (1, 3, 1)
+    "ann2": ({}, {"task_loss_weights": (1.0, 2.0, 1.0)}, {}),
+    "ann3": ({}, {"task_loss_weights": (1.0, 3.0, 1.0)}, {}),  # (1, 3, 1) whatever the width (tiny's default)
     "bce_balanced": ({}, {"label_loss": "bce"}, {}),
     "ann_sample3": ({}, {}, {"tasks": ("generation", "annotation"), "task_weights": (1.0, 3.0)}),
     "ann_sample3_loss3": (
