@@ -50,6 +50,8 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     "balanced_equal": ({}, {"task_loss_weights": (1.0, 1.0, 1.0)}, {}),
     "ann2": ({}, {"task_loss_weights": (1.0, 2.0, 1.0)}, {}),
     "ann3": ({}, {"task_loss_weights": (1.0, 3.0, 1.0)}, {}),  # (1, 3, 1) whatever the width (tiny's default)
+    "dropout2": ({"dropout": 0.2}, {}, {}),  # twice the presets' dropout
+    "wd01": ({}, {"weight_decay": 0.1}, {}),  # ten times the default weight decay
     "bce_balanced": ({}, {"label_loss": "bce"}, {}),
     "ann_sample3": ({}, {}, {"tasks": ("generation", "annotation"), "task_weights": (1.0, 3.0)}),
     "ann_sample3_loss3": (
