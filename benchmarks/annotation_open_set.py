@@ -369,8 +369,8 @@ def small_reference_split(data, args, seed: int, n_cells: int = 150) -> dict:
 
 
 def _mean(rows: list[dict], key: str) -> str:
-    v = [r[key] for r in rows]
-    return f"{np.mean(v):.3f} ± {np.std(v):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
+    """Mean ± sample s.d. of ``key`` over ``rows``, as the other benchmarks write it."""
+    return C.fmt(C.mean_sd([r[key] for r in rows]))
 
 
 SCORES = {
