@@ -296,6 +296,8 @@ def test_unsafe_vocabulary_file_is_a_data_error(capsys, files, tmp_path):
         ["generate", "-o", "o.h5ad", "--model", "m", "--gene-prompt", "GJA5=11"],
         ["generate", "-o", "o.h5ad", "--model", "m", "--condition", "organ=Heart", "--conditions-csv", "c.csv"],
         ["train", "in.h5ad", "-o", "m", "--tasks", "dancing"],
+        ["train", "in.h5ad", "-o", "m", "--epochs", "0"],
+        ["train", "in.h5ad", "-o", "m", "--epochs", "many"],
         ["frobnicate"],
     ],
 )
@@ -349,3 +351,12 @@ def test_original_checkpoint_reproduces_the_original(capsys, legacy_dir, tmp_pat
     assert list(result.obs_names) == list(expected["obs_names"])
     assert result.obs["scmulan_fine"].astype(str).tolist() == expected_obs["cell_type_from_scMulan"].tolist()
     np.testing.assert_allclose(result.obsm["X_scmulan"], expected["X_scMulan"], atol=1e-5)
+
+
+def test_train_epochs_default_to_auto_and_take_a_number():
+    from scmulan.cli._main import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["train", "in.h5ad", "-o", "m"]).epochs == "auto"
+    assert parser.parse_args(["train", "in.h5ad", "-o", "m", "--epochs", "auto"]).epochs == "auto"
+    assert parser.parse_args(["train", "in.h5ad", "-o", "m", "--epochs", "7"]).epochs == 7

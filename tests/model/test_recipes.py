@@ -6,6 +6,7 @@ import hashlib
 import inspect
 
 import pytest
+from lightning.pytorch.callbacks import Callback
 
 import scmulan
 from scmulan.model import _annotation, _generation, _training
@@ -90,4 +91,52 @@ def test_an_unknown_task_share_rule_is_refused_before_training(reference):
     model = scmulan.SCMULAN(reference, config="tiny")
     with pytest.raises(ValueError, match="must be 'auto', None or one share per task"):
         model.train(max_epochs=1, plan_kwargs={"task_loss_weights": "equal"}, enable_progress_bar=False)
+    assert not model.is_trained_
+
+
+def test_default_epochs_give_a_small_reference_enough_steps():
+    assert _training.default_epochs(150) == 150  # 5 steps per epoch at batch 32: 750 steps
+    assert _training.default_epochs(504) == 47
+    assert _training.default_epochs(100_000) == 10  # large data keep the former default
+    assert _training.default_epochs(1) == 750
+    assert _training.default_epochs(1, batch_size=1) == 750
+    assert _training.default_epochs(3) == _training.default_epochs(30)  # one step per epoch either way
+    epochs = [_training.default_epochs(n) for n in (10, 100, 1_000, 10_000)]
+    assert epochs == sorted(epochs, reverse=True)  # fewer epochs for more cells, never fewer than 10
+    assert _training.default_epochs(100, batch_size=64) > _training.default_epochs(100, batch_size=16) / 4
+
+
+class _EpochCounter(Callback):
+    """Counts finished training epochs and the optimiser steps made."""
+
+    def __init__(self):
+        self.epochs = self.steps = 0
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.epochs += 1
+        self.steps = trainer.global_step
+
+
+def test_train_runs_the_default_epochs_of_its_training_cells(reference, monkeypatch):
+    monkeypatch.setattr(_training, "AUTO_MIN_STEPS", 12)  # a short run: the rule, not the constants
+    monkeypatch.setattr(_training, "AUTO_EPOCH_RANGE", (1, 1000))
+    model = scmulan.SCMULAN(reference, config="tiny", seed=0)
+    counter = _EpochCounter()
+    model.train(batch_size=64, train_size=0.5, enable_progress_bar=False, callbacks=[counter])  # max_epochs="auto"
+    n_train = len(model.train_indices_)
+    assert counter.epochs == _training.default_epochs(n_train, 64) == -(-12 // -(-n_train // 64))
+    assert counter.steps >= 12
+
+
+def test_auto_epochs_leave_max_steps_in_charge(reference):
+    model = scmulan.SCMULAN(reference, config="tiny", seed=0)
+    counter = _EpochCounter()
+    model.train(batch_size=64, train_size=1.0, max_steps=3, enable_progress_bar=False, callbacks=[counter])
+    assert counter.steps == 3
+
+
+def test_a_bad_max_epochs_names_the_choices_before_training(reference):
+    model = scmulan.SCMULAN(reference, config="tiny")
+    with pytest.raises(ValueError, match=r"`max_epochs` must be a positive integer, 'auto' \(enough epochs"):
+        model.train(max_epochs="many", enable_progress_bar=False)
     assert not model.is_trained_

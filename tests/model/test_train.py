@@ -100,7 +100,8 @@ def test_the_default_training_learns_every_task_of_the_registered_fields(trained
         ({"batch_size": 0}, "`batch_size` must be a positive integer, got 0"),
         ({"batch_size": 2.5}, "`batch_size` must be a positive integer"),
         ({"accumulate_grad_batches": 0}, "`accumulate_grad_batches` must be a positive integer"),
-        ({"max_epochs": 0}, "`max_epochs` must be a positive integer or None"),
+        ({"max_epochs": 0}, "`max_epochs` must be a positive integer, 'auto'"),
+        ({"max_epochs": True}, "`max_epochs` must be a positive integer, 'auto'"),
     ],
 )
 def test_bad_training_sizes_are_refused_before_training(atlas, kwargs, match):

@@ -106,6 +106,11 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, …")
 
 
+def epochs_or_auto(text: str) -> int | str:
+    """``"auto"`` or an ``int`` ≥ 1 (argparse ``type`` of ``--epochs``)."""
+    return "auto" if text == "auto" else positive_int(text)
+
+
 def positive_int(text: str) -> int:
     """An ``int`` ≥ 1 (argparse ``type``)."""
     try:

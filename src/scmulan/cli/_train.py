@@ -14,6 +14,7 @@ from ._common import (
     check_input,
     check_output,
     check_readable_hdf5,
+    epochs_or_auto,
     lightning_logs,
     positive_int,
     prepare_if_needed,
@@ -70,7 +71,13 @@ def register(commands: Any, *, parents: list[argparse.ArgumentParser]) -> None:
         help="longest sentence (cells keep their top genes)",
     )
     training = parser.add_argument_group("training")
-    training.add_argument("--epochs", type=positive_int, default=10, metavar="N", help="passes over the training cells")
+    training.add_argument(
+        "--epochs",
+        type=epochs_or_auto,
+        default="auto",
+        metavar="N",
+        help="passes over the training cells; 'auto': enough for 750 optimiser steps, at least 10 (default: auto)",
+    )
     training.add_argument(
         "--tasks",
         nargs="+",
@@ -180,7 +187,7 @@ def run_train(args: argparse.Namespace) -> str:
             break
     return (
         f"trained SCMULAN ({args.config}, {model.module.num_parameters():,} parameters) on {adata.n_obs} cells "
-        f"for {args.epochs} epoch(s), tasks {', '.join(args.tasks or model.trained_tasks_)} -> {out}{shown}"
+        f"for {args.epochs if args.epochs != 'auto' else 'the automatic number of'} epoch(s), tasks {', '.join(args.tasks or model.trained_tasks_)} -> {out}{shown}"
     )
 
 

@@ -228,7 +228,7 @@ class SCMULAN(BaseModelClass):
     def finetune(
         self,
         adata: AnnData,
-        max_epochs: int | None = 10,
+        max_epochs: int | str | None = "auto",
         *,
         tasks: Sequence[str] = ("annotation",),
         freeze_trunk: bool = False,
@@ -246,7 +246,7 @@ class SCMULAN(BaseModelClass):
         adata
             Registered, log-normalised AnnData.
         max_epochs
-            Passes over ``adata``.
+            Passes over ``adata``; ``"auto"``: as in :meth:`train` (enough for 750 optimiser steps, at least 10).
         tasks
             Tasks to train (typically annotation only).
         freeze_trunk
