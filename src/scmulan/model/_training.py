@@ -344,7 +344,7 @@ def default_epochs(n_cells: int, batch_size: int = 32) -> int:
     batch 32, and the `small` network then reaches fine macro-F1 0.36 / 0.49 on PBMC where 150 epochs (750 steps,
     what 40 epochs of 560 cells make) reach 0.55 / 0.55 (splits 0 and 1; benchmarks/README.md, "Calibration, open
     set, small reference").
-    So the run lasts enough epochs for :data:`AUTO_MIN_STEPS` optimiser steps, at least 10 (the former default,
+    So the run lasts enough epochs for 750 optimiser steps (``AUTO_MIN_STEPS``), at least 10 (the former default,
     which larger data keep) and at most 1,000.
 
     Parameters
