@@ -185,9 +185,10 @@ def run_train(args: argparse.Namespace) -> str:
         if loss is not None:
             shown = f"; final {name} {loss:.4g}"
             break
+    epochs = f"{args.epochs} epoch(s)" if args.epochs != "auto" else "the default number of epochs"
     return (
         f"trained SCMULAN ({args.config}, {model.module.num_parameters():,} parameters) on {adata.n_obs} cells "
-        f"for {args.epochs if args.epochs != 'auto' else 'the automatic number of'} epoch(s), tasks {', '.join(args.tasks or model.trained_tasks_)} -> {out}{shown}"
+        f"for {epochs}, tasks {', '.join(args.tasks or model.trained_tasks_)} -> {out}{shown}"
     )
 
 

@@ -203,9 +203,9 @@ def train(
         sources.append(shard)
         indices.append(None)
     check_labels(spec, sources, indices)
-    if max_epochs == "auto":
-        max_epochs = _auto_epochs(sources, indices, batch_size * trainer_kwargs.get("accumulate_grad_batches", 1))
-        max_epochs = None if "max_steps" in trainer_kwargs else max_epochs
+    if max_epochs == "auto":  # with max_steps given, max_steps alone decides
+        step_size = batch_size * trainer_kwargs.get("accumulate_grad_batches", 1)
+        max_epochs = None if "max_steps" in trainer_kwargs else _auto_epochs(sources, indices, step_size)
     common = {
         "end_id": parts.vocab.end_id,
         "pad_id": parts.vocab.pad_id,
