@@ -52,6 +52,7 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     "ann3": ({}, {"task_loss_weights": (1.0, 3.0, 1.0)}, {}),  # (1, 3, 1) whatever the width (tiny's default)
     "dropout2": ({"dropout": 0.2}, {}, {}),  # twice the presets' dropout
     "wd01": ({}, {"weight_decay": 0.1}, {}),  # ten times the default weight decay
+    "gene_bag": ({"gene_bag": True}, {}, {}),  # a linear path from the gene levels to the heads
     "bce_balanced": ({}, {"label_loss": "bce"}, {}),
     "ann_sample3": ({}, {}, {"tasks": ("generation", "annotation"), "task_weights": (1.0, 3.0)}),
     "ann_sample3_loss3": (

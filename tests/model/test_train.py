@@ -261,13 +261,16 @@ def test_extend_network_keeps_old_rows_and_starts_new_ones_at_the_field_mean():
     new = old.extend("cell_type", ["Mono", "DC"]).extend("sex", ["F"])
     torch.manual_seed(0)
     net = CSentenceTransformer(TransformerConfig.from_preset("tiny", vocab_size=len(old)))
+    with torch.no_grad():  # a trained gene bag: rows for the genes, zero rows for entities that carry no level
+        net.gene_bag.weight[torch.as_tensor(old.gene_ids)] = torch.randn(len(old.gene_ids), net.config.n_embd)
     grown = extend_network(net, old, new)
     n_old = len(old)
     assert grown.config.vocab_size == len(new)
 
     ct = torch.as_tensor(old.field_ids("cell_type"))
     metadata = torch.as_tensor([i for i in range(n_old) if old.token(i)[0] in ("organ", "cell_type")])
-    for name in ("entity_embedding.weight", "entity_head.weight", "entity_head.bias", "value_head.weight"):
+    vocab_sized = ("entity_embedding.weight", "entity_head.weight", "entity_head.bias", "value_head.weight")
+    for name in (*vocab_sized, "gene_bag.weight"):
         before, after = net.state_dict()[name], grown.state_dict()[name]
         assert after.shape[0] == len(new)
         assert torch.equal(after[:n_old], before), name
@@ -276,7 +279,7 @@ def test_extend_network_keeps_old_rows_and_starts_new_ones_at_the_field_mean():
         # a new field: mean of all metadata rows
         torch.testing.assert_close(after[new.token_id("sex", "F")], before[metadata].mean(0))
     for name, value in net.state_dict().items():  # everything not sized by the vocabulary is copied
-        if not name.startswith(("entity_embedding", "entity_head", "value_head")):
+        if not name.startswith(("entity_embedding", "entity_head", "value_head", "gene_bag")):
             assert torch.equal(grown.state_dict()[name], value), name
 
     # the grown network gives old sentences the same outputs over the old entities

@@ -16,6 +16,7 @@ def build_net(
     bias: bool = False,
     std: float = 0.3,
     seed: int = 0,
+    gene_bag: bool = False,
 ) -> CSentenceTransformer:
     """A random network in eval mode, fp32 on CPU.
 
@@ -24,7 +25,9 @@ def build_net(
     tolerances, and greedy choices do not hinge on rounding.
     """
     torch.manual_seed(seed)
-    config = TransformerConfig(vocab_size=vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd, bias=bias)
+    config = TransformerConfig(
+        vocab_size=vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd, bias=bias, gene_bag=gene_bag
+    )
     net = CSentenceTransformer(config)
     with torch.no_grad():
         for name, p in net.named_parameters():

@@ -1,4 +1,5 @@
-"""CSentenceTransformer: left padding, batch independence and the key/value cache (all fp32 on CPU)."""
+"""CSentenceTransformer: left padding, batch independence, the key/value cache and packed sentences (all fp32 on
+CPU), with and without the gene bag."""
 
 from __future__ import annotations
 
@@ -8,18 +9,18 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scmulan.nn import KVCache
+from scmulan.nn import CSentenceTransformer, KVCache
 
 TOL = 1e-5
 V = 40
 
 
-_NET = H.build_net(V)
+_NETS = {"plain": H.build_net(V), "gene_bag": H.build_net(V, gene_bag=True)}
 
 
-@pytest.fixture(scope="module")
-def net():
-    return _NET
+@pytest.fixture(scope="module", params=list(_NETS))
+def net(request):
+    return _NETS[request.param]
 
 
 def _alone(net, ids, levels):
@@ -36,8 +37,9 @@ def _maxdiff(a, b) -> float:
 
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10_000), n=st.integers(1, 6), extra=st.integers(0, 3), pad_id=st.integers(0, V - 1))
-def test_left_padded_cells_equal_cells_alone(seed, n, extra, pad_id):
-    net = _NET
+@pytest.mark.parametrize("name", list(_NETS))
+def test_left_padded_cells_equal_cells_alone(name, seed, n, extra, pad_id):
+    net = _NETS[name]
     cells = H.random_cells(n, V, min_len=1, max_len=15, seed=seed)
     ids, levels, mask = H.left_pad(cells, pad_id=pad_id, extra=extra)
     with torch.inference_mode():
@@ -180,3 +182,58 @@ def test_cache_bookkeeping():
     cache.select(torch.tensor([1]))
     assert cache.past_mask(1, torch.device("cpu")).tolist() == [[True, True, True]]
     assert torch.equal(cache.keys[0][:, :, :3], k[1:])
+
+
+# ---------------------------------------------------------------------------- packed sentences and the gene bag
+
+
+def test_packed_sentences_equal_sentences_alone(net):
+    cells = H.random_cells(3, V, min_len=2, max_len=9, seed=21)
+    ids = torch.cat([i for i, _ in cells])[None]
+    levels = torch.cat([lv for _, lv in cells])[None]
+    document = torch.cat([torch.full((len(i),), k) for k, (i, _) in enumerate(cells)])[None]
+    with torch.inference_mode():
+        packed = net(ids, levels, document=document)[0]
+    alone = torch.cat([_alone(net, i, lv)[0] for i, lv in cells])
+    assert _maxdiff(packed, alone) < TOL
+
+
+def test_a_zero_gene_bag_leaves_the_network_unchanged():
+    plain, bagged = _NETS["plain"], H.build_net(V, gene_bag=True)
+    assert bagged.load_state_dict(plain.state_dict(), strict=False).missing_keys == ["gene_bag.weight"]
+    cells = H.random_cells(3, V, seed=5)
+    ids, levels, mask = H.left_pad(cells)
+    with torch.inference_mode():
+        torch.nn.init.zeros_(bagged.gene_bag.weight)
+        assert _maxdiff(bagged(ids, levels, mask), plain(ids, levels, mask)) == 0.0
+        bagged.gene_bag.weight.normal_()
+        assert _maxdiff(bagged(ids, levels, mask), plain(ids, levels, mask)) > 1e-2
+
+
+def test_the_gene_bag_adds_the_scaled_level_weighted_sum_of_the_genes_so_far():
+    net = _NETS["gene_bag"]
+    ids = torch.tensor([5, 7, 9, 5, 11, 13])
+    levels = torch.tensor([0, 3, 0, 10, 1, 2])  # level 0: a prompt or metadata token, not a gene
+    with torch.inference_mode():
+        hidden = net(ids[None], levels[None])[0]
+        saved = net.gene_bag
+        net.gene_bag = None
+        try:
+            without = net(ids[None], levels[None])[0]
+        finally:
+            net.gene_bag = saved
+        W = net.gene_bag.weight.detach()
+    for t in range(len(ids)):
+        genes = (levels[: t + 1] > 0).nonzero().ravel()
+        expected = (levels[genes, None] * W[ids[genes]]).sum(0) / max(len(genes), 1) ** 0.5
+        assert _maxdiff(hidden[t] - without[t], expected) < TOL
+
+
+def test_the_gene_bag_is_off_for_the_original_and_for_models_saved_without_it():
+    from scmulan.nn import TransformerConfig
+
+    assert not TransformerConfig.from_preset("scmulan-v1").gene_bag
+    assert not TransformerConfig.from_dict({"vocab_size": 10}).gene_bag
+    for gene_bag in (False, True):
+        config = TransformerConfig(vocab_size=30, n_embd=16, n_head=2, n_layer=1, gene_bag=gene_bag)
+        assert CSentenceTransformer(config).num_parameters() == config.n_params()

@@ -9,7 +9,13 @@ import torch
 from scmulan.nn import CSentenceTransformer
 from scmulan.vocab import Vocabulary
 
-_VOCAB_SIZED = ("entity_embedding.weight", "entity_head.weight", "entity_head.bias", "value_head.weight")
+_VOCAB_SIZED = (
+    "entity_embedding.weight",
+    "entity_head.weight",
+    "entity_head.bias",
+    "value_head.weight",
+    "gene_bag.weight",
+)
 
 
 @torch.no_grad()
@@ -18,7 +24,7 @@ def extend_network(net: CSentenceTransformer, old: Vocabulary, new: Vocabulary) 
 
     A new entity's rows (entity embedding, entity-head and value-head rows) start at the mean of the rows of the
     existing entities of its field — a new cell type starts as an average cell type — or, for a new field, of all
-    metadata entities.
+    metadata entities. (Gene-bag rows of metadata entities are zero and stay zero: only genes carry levels.)
     """
     n_old, n_new = len(old), len(new)
     if n_new < n_old or any(new.token(i) != old.token(i) for i in range(n_old)):

@@ -9,17 +9,19 @@ from typing import Any
 GENERATION_OBJECTIVES = ("next", "set")
 
 # name -> sizes. Parameter counts are for the vocabulary size in brackets (they scale with |V| through the
-# entity embedding and the two heads).
+# entity embedding, the two heads and the gene bag).
 # scmulan's own sizes train with dropout 0.1: on PBMC (560 training cells, `tiny`, 30 epochs, 2 splits) it raised the
 # fine macro-F1 of the default multitask recipe from 0.571 to 0.680 with the generation loss within 0.5 %
-# (benchmarks/annotation_ablation.py, README "Annotation ablation").
+# (benchmarks/annotation_ablation.py, README "Annotation ablation"). They have the gene bag too (a linear path from
+# the gene levels to the heads; README "Gene bag").
+_OWN = {"dropout": 0.1, "generation_objective": "next", "gene_bag": True}
 PRESETS: dict[str, dict[str, Any]] = {
-    # tests and CI: ~0.1M parameters + 3 * |V| * 64
-    "tiny": {"n_layer": 2, "n_head": 2, "n_embd": 64, "dropout": 0.1, "generation_objective": "next"},
-    # tutorials, the demo and CPU fine-tuning: ~0.8M + 3 * |V| * 128
-    "small": {"n_layer": 4, "n_head": 4, "n_embd": 128, "dropout": 0.1, "generation_objective": "next"},
-    # a GPU pretraining size: ~85M + 3 * |V| * 768
-    "base": {"n_layer": 12, "n_head": 12, "n_embd": 768, "dropout": 0.1, "generation_objective": "next"},
+    # tests and CI: ~0.1M parameters + 4 * |V| * 64
+    "tiny": {"n_layer": 2, "n_head": 2, "n_embd": 64, **_OWN},
+    # tutorials, the demo and CPU fine-tuning: ~0.8M + 4 * |V| * 128
+    "small": {"n_layer": 4, "n_head": 4, "n_embd": 128, **_OWN},
+    # a GPU pretraining size: ~85M + 4 * |V| * 768
+    "base": {"n_layer": 12, "n_head": 12, "n_embd": 768, **_OWN},
     # the released scMulan checkpoint: 368,800,320 parameters with |V| = 2222 (read from its `model_args`;
     # the paper text says 20 blocks, the checkpoint has 24)
     "scmulan-v1": {
@@ -69,6 +71,12 @@ class TransformerConfig:
         generation time. ``"set"``: the original scMulan's unordered gene set (per-entity sigmoids, value
         regression); the default here, the ``"scmulan-v1"`` preset, the imported checkpoint and models saved before
         this field existed use it.
+    gene_bag
+        Add to the final hidden state a linear summary of the genes seen so far: ``sum_g level_g * W[g] / sqrt(n)``
+        over the ``n`` gene tokens up to each position, with a learnt ``(vocab_size, n_embd)`` table ``W`` that
+        starts at zero. Through the heads this adds a logistic regression on the expression levels to the label
+        logits (a wide-and-deep network). ``False`` for the original checkpoint and models saved before this field
+        existed.
     """
 
     vocab_size: int
@@ -80,6 +88,7 @@ class TransformerConfig:
     head_bias: bool = True
     dropout: float = 0.0
     generation_objective: str = "set"
+    gene_bag: bool = False
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_layer", "n_head", "n_embd", "n_levels"):
@@ -159,4 +168,5 @@ class TransformerConfig:
             + 2 * v * d
             + (v if self.head_bias else 0)
             + level_head
+            + (v * d if self.gene_bag else 0)
         )

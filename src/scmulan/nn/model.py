@@ -33,6 +33,7 @@ class KVCache:
         self.keys: list[Tensor | None] = [None] * n_layer
         self.values: list[Tensor | None] = [None] * n_layer
         self.key_mask: Tensor | None = None  # (B, capacity) bool: True where the position is a real token
+        self.gene_bag: Tensor | None = None  # (B, n_embd + 1): gene-bag sum and gene count so far (gene_bag=True)
 
     def _grow(self, needed: int) -> None:
         new_capacity = max(needed, 2 * self.capacity)
@@ -87,6 +88,8 @@ class KVCache:
                     store[i] = t.index_select(0, rows)
         if self.key_mask is not None:
             self.key_mask = self.key_mask.index_select(0, rows)
+        if self.gene_bag is not None:
+            self.gene_bag = self.gene_bag.index_select(0, rows)
 
 
 _COMPILED_FLEX = None
@@ -210,7 +213,11 @@ class CSentenceTransformer(nn.Module):
             if config.generation_objective == "next"
             else None
         )
+        # gene_bag=True: a linear summary of the genes seen so far, added to the final hidden state (see _gene_bag)
+        self.gene_bag = nn.Embedding(config.vocab_size, config.n_embd) if config.gene_bag else None
         self.apply(self._init_weights)
+        if self.gene_bag is not None:  # starts silent: at initialisation the network is the one without the bag
+            nn.init.zeros_(self.gene_bag.weight)
         # GPT-2 style: scale the residual output projections by 1/sqrt(2 * n_layer).
         for name, p in self.named_parameters():
             if name.endswith(("attn.proj.weight", "mlp.proj.weight")):
@@ -297,12 +304,43 @@ class CSentenceTransformer(nn.Module):
             cache.reserve(T)
         for layer, block in enumerate(self.blocks):
             x = block(x, mask, cache, layer)
+        hidden = self.ln_f(x)
+        if self.gene_bag is not None:
+            hidden = hidden + self._gene_bag(ids, levels, cache, document).to(hidden.dtype)
         if cache is not None:
             new = (
                 attention_mask if attention_mask is not None else torch.ones(B, T, dtype=torch.bool, device=ids.device)
             )
             cache.advance(new)
-        return self.ln_f(x)
+        return hidden
+
+    def _gene_bag(self, ids: Tensor, levels: Tensor, cache: KVCache | None, document: Tensor | None) -> Tensor:
+        """``(B, T, C)``: at each position, ``sum_g level_g * W[g] / sqrt(n)`` over the ``n`` genes seen so far.
+
+        A linear path from the cell's expression levels to the heads (the "wide" part of a wide-and-deep network):
+        the label logits then include a logistic regression on the gene levels, which the attention stack alone
+        does not represent well from a few hundred cells. Only genes carry levels > 0, so prompt, metadata and
+        padding tokens add nothing; the sum is causal (it runs along the sentence, within each packed sentence, and
+        continues from ``cache``). During training whole genes are dropped from the bag with the network's dropout.
+        """
+        lv = levels.to(self.gene_bag.weight.dtype)[..., None]  # (B, T, 1)
+        is_gene = (levels > 0).to(lv.dtype)[..., None]
+        if self.training and self.config.dropout > 0:
+            lv = F.dropout(lv, self.config.dropout, training=True)
+        terms = self.gene_bag(ids) * lv  # (B, T, C)
+        total, count = terms.cumsum(1), is_gene.cumsum(1)
+        if document is not None:  # restart both sums at the first position of each packed sentence
+            first = torch.ones_like(document, dtype=torch.bool)
+            first[:, 1:] = document[:, 1:] != document[:, :-1]
+            start = torch.where(first, torch.arange(document.shape[1], device=ids.device), 0).cummax(1).values
+            total = total - (total - terms).gather(1, start[..., None].expand_as(total))
+            count = count - (count - is_gene).gather(1, start[..., None])
+        if cache is not None:
+            if cache.gene_bag is not None:
+                total = total + cache.gene_bag[:, None, :-1]
+                count = count + cache.gene_bag[:, None, -1:]
+            cache.gene_bag = torch.cat([total[:, -1], count[:, -1]], dim=-1)
+        return total / count.clamp(min=1).sqrt()
 
     @staticmethod
     def _attention_mask(
