@@ -13,6 +13,7 @@ fingerprint of scmulan's source code, so that a model trained by other code is n
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -59,6 +60,14 @@ def add_common_args(parser) -> None:
         default=DEFAULT_PBMC_EPOCHS,
         help="scmulan training epochs, pbmc68k (annotation only; default: %(default)s)",
     )
+    parser.add_argument(
+        "--network",
+        nargs="+",
+        type=_network_override,
+        default=[],
+        metavar="FIELD=VALUE",
+        help="scmulan network fields over the preset, e.g. gene_bag=true dropout=0.2 (values read as JSON)",
+    )
     parser.add_argument("--lr", type=float, default=None, help="scmulan peak learning rate (default: by width)")
     parser.add_argument("--batch-size", type=int, default=32, help="scmulan training batch (default: %(default)s)")
     parser.add_argument(
@@ -82,6 +91,18 @@ def add_common_args(parser) -> None:
     parser.add_argument("--device", default="auto", help="scmulan/scvi device: auto, cpu, cuda (default: auto)")
     parser.add_argument("--retrain", action="store_true", help="ignore saved scmulan models")
     parser.add_argument("--out", default=None, help="JSON output (default: benchmarks/results/<script>.json)")
+
+
+def _network_override(text: str) -> tuple[str, object]:
+    """``"gene_bag=true"`` -> ``("gene_bag", True)``: a network field and its value, read as JSON (else a string)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        msg = f"expected FIELD=VALUE, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
 
 
 _START_ENV: dict = {}
@@ -198,6 +219,7 @@ def train_scmulan(
     device: str = "auto",
     retrain: bool = False,
     extra_key: dict | None = None,
+    network: Sequence[tuple[str, object]] = (),
 ):
     """Train scmulan from scratch on ``ref`` (or load the model saved by an identical earlier run).
 
@@ -206,6 +228,8 @@ def train_scmulan(
     import scmulan
 
     key = {"data": dataset, **(extra_key or {}), "cfg": config, "ep": epochs, "lr": lr or "auto", "bs": batch_size}
+    if network:  # only when given, so that the models saved before the option keep their keys
+        key["net"] = dict(network)
     key.update(
         {"seed": seed, "n": ref.n_obs, "code": code_fingerprint(), "fields": tuple(fields), "tasks": tuple(tasks)}
     )
@@ -217,7 +241,7 @@ def train_scmulan(
         if info.get("key") == json.loads(json.dumps(key)):
             model = scmulan.SCMULAN.load(path, adata=ref)
             return model, {**info, "cached": True}
-    model = scmulan.SCMULAN(ref, config=config)
+    model = scmulan.SCMULAN(ref, config=config, **dict(network))
     t0 = time.perf_counter()
     model.train(
         max_epochs=epochs,
@@ -256,6 +280,7 @@ def atlas_model(args, ref, seed: int):
         device=args.device,
         retrain=args.retrain,
         extra_key={"c": args.atlas_cells, "g": args.atlas_genes, "as": args.atlas_seed, "ms": args.marker_strength},
+        network=args.network,
     )
 
 

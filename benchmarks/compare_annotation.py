@@ -67,6 +67,7 @@ def run_split(args, dataset: str, data, seed: int) -> dict:
             batch_size=args.batch_size,
             device=args.device,
             retrain=args.retrain,
+            network=args.network,
         )
     t0 = time.perf_counter()
     labels = model.annotate(C.without_labels(test), device=args.device, progress=False)

@@ -260,7 +260,7 @@ def test_extend_network_keeps_old_rows_and_starts_new_ones_at_the_field_mean():
     old = _small_vocab()
     new = old.extend("cell_type", ["Mono", "DC"]).extend("sex", ["F"])
     torch.manual_seed(0)
-    net = CSentenceTransformer(TransformerConfig.from_preset("tiny", vocab_size=len(old)))
+    net = CSentenceTransformer(TransformerConfig.from_preset("tiny", vocab_size=len(old), gene_bag=True))
     with torch.no_grad():  # a trained gene bag: rows for the genes, zero rows for entities that carry no level
         net.gene_bag.weight[torch.as_tensor(old.gene_ids)] = torch.randn(len(old.gene_ids), net.config.n_embd)
     grown = extend_network(net, old, new)

@@ -40,7 +40,7 @@ def _dataset(setup, **kwargs):
 
 def _net(model, dropout=0.0):
     torch.manual_seed(0)
-    config = TransformerConfig.from_preset("tiny", vocab_size=len(model.vocab), dropout=dropout)
+    config = TransformerConfig.from_preset("tiny", vocab_size=len(model.vocab), dropout=dropout, gene_bag=True)
     return CSentenceTransformer(config).train()
 
 
