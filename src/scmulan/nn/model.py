@@ -5,6 +5,8 @@ Each position carries an entity id (gene, metadata category, task prompt, ``<E>`
 so order reaches the network only through the causal mask and a padded cell gives the same outputs as the
 cell alone. Blocks are pre-LayerNorm with causal scaled-dot-product attention and a tanh-GELU MLP; two untied
 heads read the final hidden state: entity logits (which entity comes next) and values (one level per entity).
+With ``gene_bag`` the final hidden state also gets a linear summary of the genes seen so far (a running,
+level-weighted sum of learnt gene vectors), so that the heads include a linear model of the gene levels.
 """
 
 from __future__ import annotations
