@@ -90,8 +90,11 @@ def reference(atlas_template) -> ad.AnnData:
 
 @pytest.fixture(scope="session")
 def trained(reference) -> scmulan.SCMULAN:
-    """A tiny model trained 1 epoch on :func:`reference` (80% train, 10% validation, 10% held out). Read only."""
-    model = scmulan.SCMULAN(reference, config="tiny")
+    """A tiny model trained 1 epoch on :func:`reference` (80% train, 10% validation, 10% held out). Read only.
+
+    It has the gene bag (as the ``small`` and ``base`` presets), so that every model-level test goes through it.
+    """
+    model = scmulan.SCMULAN(reference, config="tiny", gene_bag=True)
     # batch size 16: 240 training cells give 15 steps, past Lightning's logging interval of 10 steps
     model.train(max_epochs=1, batch_size=16, train_size=0.8, validation_size=0.1, enable_progress_bar=False)
     return model

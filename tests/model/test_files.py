@@ -33,6 +33,15 @@ def _weights_equal(a: SCMULAN, b: SCMULAN) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def test_the_network_configuration_and_weights_round_trip(trained, saved_dir, reference):
+    loaded = SCMULAN.load(saved_dir, adata=reference)
+    assert loaded.config == trained.config
+    assert loaded.config.gene_bag
+    assert loaded.module.gene_bag is not None
+    assert bool(loaded.module.gene_bag.weight.abs().sum() > 0)  # trained, not the zero start
+    assert _weights_equal(loaded, trained)
+
+
 def test_a_truncated_weights_file_names_file_and_sizes(copy_dir):
     weights = copy_dir / "model.safetensors"
     data = weights.read_bytes()

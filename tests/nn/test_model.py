@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scmulan.nn import CSentenceTransformer, KVCache
+from scmulan.nn import CSentenceTransformer, KVCache, TransformerConfig
 
 TOL = 1e-5
 V = 40
@@ -230,8 +230,6 @@ def test_the_gene_bag_adds_the_scaled_level_weighted_sum_of_the_genes_so_far():
 
 
 def test_the_gene_bag_is_off_for_the_original_and_for_models_saved_without_it():
-    from scmulan.nn import TransformerConfig
-
     assert not TransformerConfig.from_preset("scmulan-v1").gene_bag
     assert not TransformerConfig.from_dict({"vocab_size": 10}).gene_bag
     for gene_bag in (False, True):
