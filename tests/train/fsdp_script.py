@@ -90,3 +90,6 @@ if __name__ == "__main__":
         json.dump(record, f)
     if rank == 0:
         model.save(os.path.join(out, "model"))
+    # Lightning's launcher does not wait for rank 1: without this barrier rank 0 (the command the test runs) can exit
+    # before rank 1 has written its weights, and the test finds no weights1.pt on a loaded machine.
+    dist.barrier()
