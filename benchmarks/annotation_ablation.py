@@ -86,6 +86,7 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     ),
     "ann10": ({}, {"task_loss_weights": (1.0, 10.0, 1.0)}, {}),
     "ann3_v03": ({}, {"value_weight": 0.3}, {}),
+    "smooth01": ({}, {"label_smoothing": 0.1}, {}),  # label smoothing 0.1 at the label positions
 }
 
 
@@ -156,7 +157,7 @@ def generation_proxy(model, test, seed: int) -> dict:
     """
     import torch
 
-    from scmulan.model._training import task_spec
+    from scmulan.model._training_data import task_spec
     from scmulan.sentence import TASKS, CellSource, TrainingSentenceDataset, forward_heads
     from scmulan.train import set_objective
     from scmulan.train._generation_objective import heads_with_levels, next_entity_objective

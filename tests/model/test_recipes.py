@@ -9,7 +9,7 @@ import pytest
 from lightning.pytorch.callbacks import Callback
 
 import scmulan
-from scmulan.model import _annotation, _generation, _training
+from scmulan.model import _annotation, _generation, _training, _training_defaults
 from scmulan.model._parts import ModelParts
 
 
@@ -66,9 +66,9 @@ def test_unknown_sentence_options_are_refused_before_training(reference):
 
 
 def test_default_task_shares_follow_the_network_width():
-    assert _training.default_task_shares(64) == (1.0, 3.0, 1.0)  # tiny: annotation gets three shares
-    assert _training.default_task_shares(128) == (1.0, 1.0, 1.0)  # small and wider: equal shares
-    assert _training.default_task_shares(1120) == (1.0, 1.0, 1.0)
+    assert _training_defaults.default_task_shares(64) == (1.0, 3.0, 1.0)  # tiny: annotation gets three shares
+    assert _training_defaults.default_task_shares(128) == (1.0, 1.0, 1.0)  # small and wider: equal shares
+    assert _training_defaults.default_task_shares(1120) == (1.0, 1.0, 1.0)
 
 
 @pytest.mark.parametrize(("width", "shares", "other"), [(64, (1, 3, 1), (1, 1, 1)), (128, (1, 1, 1), (1, 3, 1))])
@@ -95,15 +95,15 @@ def test_an_unknown_task_share_rule_is_refused_before_training(reference):
 
 
 def test_default_epochs_give_a_small_reference_enough_steps():
-    assert _training.default_epochs(150) == 150  # 5 steps per epoch at batch 32: 750 steps
-    assert _training.default_epochs(504) == 47
-    assert _training.default_epochs(100_000) == 10  # large data keep the former default
-    assert _training.default_epochs(1) == 750
-    assert _training.default_epochs(1, batch_size=1) == 750
-    assert _training.default_epochs(3) == _training.default_epochs(30)  # one step per epoch either way
-    epochs = [_training.default_epochs(n) for n in (10, 100, 1_000, 10_000)]
+    assert _training_defaults.default_epochs(150) == 150  # 5 steps per epoch at batch 32: 750 steps
+    assert _training_defaults.default_epochs(504) == 47
+    assert _training_defaults.default_epochs(100_000) == 10  # large data keep the former default
+    assert _training_defaults.default_epochs(1) == 750
+    assert _training_defaults.default_epochs(1, batch_size=1) == 750
+    assert _training_defaults.default_epochs(3) == _training_defaults.default_epochs(30)  # one step per epoch either way
+    epochs = [_training_defaults.default_epochs(n) for n in (10, 100, 1_000, 10_000)]
     assert epochs == sorted(epochs, reverse=True)  # fewer epochs for more cells, never fewer than 10
-    assert _training.default_epochs(100, batch_size=64) > _training.default_epochs(100, batch_size=16) / 4
+    assert _training_defaults.default_epochs(100, batch_size=64) > _training_defaults.default_epochs(100, batch_size=16) / 4
 
 
 class _EpochCounter(Callback):
@@ -118,13 +118,13 @@ class _EpochCounter(Callback):
 
 
 def test_train_runs_the_default_epochs_of_its_training_cells(reference, monkeypatch):
-    monkeypatch.setattr(_training, "AUTO_MIN_STEPS", 12)  # a short run: the rule, not the constants
-    monkeypatch.setattr(_training, "AUTO_EPOCH_RANGE", (1, 1000))
+    monkeypatch.setattr(_training_defaults, "AUTO_MIN_STEPS", 12)  # a short run: the rule, not the constants
+    monkeypatch.setattr(_training_defaults, "AUTO_EPOCH_RANGE", (1, 1000))
     model = scmulan.SCMULAN(reference, config="tiny", seed=0)
     counter = _EpochCounter()
     model.train(batch_size=64, train_size=0.5, enable_progress_bar=False, callbacks=[counter])  # max_epochs="auto"
     n_train = len(model.train_indices_)
-    assert counter.epochs == _training.default_epochs(n_train, 64) == -(-12 // -(-n_train // 64))
+    assert counter.epochs == _training_defaults.default_epochs(n_train, 64) == -(-12 // -(-n_train // 64))
     assert counter.steps >= 12
 
 

@@ -5,7 +5,7 @@ from ._model import SCMULAN
 from ._parts import ModelParts
 from ._pretrained import clear_pretrained_cache, load_pretrained, resolve_model
 from ._reliability import expected_calibration_error, reliability_bins
-from ._training import default_epochs, default_task_shares
+from ._training_defaults import default_epochs, default_task_shares
 
 __all__ = [
     "SCMULAN",

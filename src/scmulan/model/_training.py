@@ -17,7 +17,9 @@ from scmulan._warnings import warn
 from scmulan.model._debin import debinning_table
 from scmulan.model._gene_counts import gene_count_table, recording_gene_counts
 from scmulan.model._parts import ModelParts
-from scmulan.sentence import ANNOTATION_FIELDS, TASKS, CellSource, TaskSpec, as_sources
+from scmulan.model._training_data import check_labels, split, task_spec
+from scmulan.model._training_defaults import _auto_epochs, default_task_shares
+from scmulan.sentence import TASKS, CellSource, as_sources
 
 logger = logging.getLogger(__name__)
 
@@ -308,151 +310,6 @@ def _plan_arguments(parts: ModelParts, options: dict[str, Any], lr: float | None
     if lr is None:
         lr = 3e-3 if width <= 256 else 1e-3 if width <= 768 else 3e-4
     return {"lr": lr, "labels": labels, **options}
-
-
-def default_task_shares(width: int) -> tuple[float, float, float]:
-    """The loss shares of generation, annotation and metadata that ``train`` uses by default for a network this wide.
-
-    The shares trade annotation against generation, and the trade depends on the network's capacity (PBMC, 560
-    training cells, the same trained models scored for both tasks; benchmarks/README.md, "Task shares"): the 64-wide
-    ``tiny`` network annotates far better with three shares for annotation (fine macro-F1 0.667 against 0.579 with
-    equal shares, 3 splits) at a cost to generation; the 128-wide ``small`` network annotates *and* generates better
-    with equal shares (fine macro-F1 0.657 against 0.598, C2ST 0.698 against 0.747, 4 splits; better on every split).
-
-    Parameters
-    ----------
-    width
-        The network's ``n_embd``.
-
-    Returns
-    -------
-    ``(1, 3, 1)`` below a width of 128, ``(1, 1, 1)`` from 128 on.
-    """
-    return (1.0, 3.0, 1.0) if width < 128 else (1.0, 1.0, 1.0)
-
-
-#: ``max_epochs="auto"``: optimiser steps a run makes at least (about what 40 epochs of 560 cells make at batch 32)
-AUTO_MIN_STEPS = 750
-#: ``max_epochs="auto"``: fewest and most epochs
-AUTO_EPOCH_RANGE = (10, 1000)
-
-
-def default_epochs(n_cells: int, batch_size: int = 32) -> int:
-    """The epochs ``train(max_epochs="auto")`` runs for ``n_cells`` training cells.
-
-    A fixed number of epochs gives a small reference few optimiser steps: 40 epochs of 150 cells are 200 steps at
-    batch 32, and the `small` network then reaches fine macro-F1 0.36 / 0.49 on PBMC where 150 epochs (750 steps,
-    what 40 epochs of 560 cells make) reach 0.55 / 0.55 (splits 0 and 1; benchmarks/README.md, "Calibration, open
-    set, small reference").
-    So the run lasts enough epochs for 750 optimiser steps (``AUTO_MIN_STEPS``), at least 10 (the former default,
-    which larger data keep) and at most 1,000.
-
-    Parameters
-    ----------
-    n_cells
-        Training cells (the registered ones in the training split plus any corpus).
-    batch_size
-        Sentences per optimiser step (times ``accumulate_grad_batches``).
-
-    Returns
-    -------
-    Epochs: ``ceil(750 / ceil(n_cells / batch_size))`` within ``[10, 1000]``.
-
-    Examples
-    --------
-    >>> default_epochs(150), default_epochs(504), default_epochs(100_000)
-    (150, 47, 10)
-    """
-    steps_per_epoch = max(1, -(-int(n_cells) // max(1, int(batch_size))))
-    lowest, highest = AUTO_EPOCH_RANGE
-    return int(min(highest, max(lowest, -(-AUTO_MIN_STEPS // steps_per_epoch))))
-
-
-def _auto_epochs(sources: list, indices: list, batch_size: int) -> int:
-    """:func:`default_epochs` for the training cells of ``sources`` (``indices`` None: the whole source)."""
-    n_cells = sum(s.n_obs if idx is None else len(idx) for s, idx in zip(sources, indices, strict=True))
-    epochs = default_epochs(n_cells, batch_size)
-    logger.info(
-        "max_epochs='auto': %d epochs for %d training cells at %d sentences per step", epochs, n_cells, batch_size
-    )
-    return epochs
-
-
-def split(n: int, train_size: float, validation_size: float | None, seed: int) -> tuple[np.ndarray, ...]:
-    """Sorted training, validation and held-out row indices of ``n`` cells (a seeded permutation)."""
-    perm = np.random.default_rng(seed).permutation(n)
-    validation_size = (1.0 - train_size) if validation_size is None else validation_size
-    if not 0 < train_size <= 1 or validation_size < 0 or train_size + validation_size > 1 + 1e-9:
-        msg = f"`train_size` ({train_size}) and `validation_size` ({validation_size}) must fit in [0, 1]."
-        raise ValueError(msg)
-    n_train = max(1, int(round(train_size * n)))
-    n_val = min(n - n_train, int(round(validation_size * n)))
-    return np.sort(perm[:n_train]), np.sort(perm[n_train : n_train + n_val]), np.sort(perm[n_train + n_val :])
-
-
-def task_spec(
-    parts: ModelParts,
-    tasks: Sequence[str] | str | None,
-    task_weights: Sequence[float] | None,
-    metadata_fields: Sequence[str] | None,
-    context_dropout: float,
-    gene_dropout: float = 0.0,
-) -> TaskSpec:
-    """The task mix of a run: the requested tasks (default: those the registered fields support), checked."""
-    fields = tuple(parts.obs_keys)
-    if tasks is None and task_weights is not None:
-        tasks = TASKS
-    elif tasks is None:
-        has_metadata = any(f not in ANNOTATION_FIELDS for f in (metadata_fields or fields))
-        supported = {
-            "generation": True,
-            "annotation": any(f in fields for f in ANNOTATION_FIELDS),
-            "metadata": has_metadata,
-        }
-        tasks = [t for t in TASKS if supported[t]]
-        logger.info("training tasks: %s", ", ".join(tasks))
-    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
-    unknown = set(tasks) - set(TASKS)
-    if unknown or not tasks:
-        msg = f"`tasks` must be a non-empty subset of {TASKS}, got {tasks}."
-        raise ValueError(msg)
-    if task_weights is not None and len(task_weights) != len(tasks):
-        msg = f"`task_weights` needs one weight per task in `tasks` ({len(tasks)}), got {len(task_weights)}."
-        raise ValueError(msg)
-    weights = dict(zip(tasks, task_weights or [1.0] * len(tasks), strict=True))
-    if metadata_fields is not None:
-        unknown = set(metadata_fields) - set(fields)
-        if unknown:
-            msg = f"`metadata_fields` {sorted(unknown)} are not registered (registered: {list(fields)})."
-            raise ValueError(msg)
-    if "annotation" in tasks and not any(f in fields for f in ANNOTATION_FIELDS):
-        msg = "The annotation task needs `cell_type_key` and/or `coarse_cell_type_key` in `setup_anndata`."
-        raise ValueError(msg)
-    if "metadata" in tasks and not [f for f in (metadata_fields or fields) if f not in ANNOTATION_FIELDS]:
-        msg = "The metadata task needs a registered metadata field other than the cell types (e.g. `organ_key`)."
-        raise ValueError(msg)
-    return parts.layout.task_spec(
-        fields,
-        tuple(weights.get(t, 0.0) for t in TASKS),
-        metadata_fields=metadata_fields,
-        context_dropout=context_dropout,
-        gene_dropout=gene_dropout,
-    )
-
-
-def check_labels(spec: TaskSpec, sources: list[CellSource], indices: list) -> None:
-    """Fail early when a requested task has no cell with the labels it needs."""
-    known = np.concatenate(
-        [s.metadata[ix] if ix is not None else s.metadata for s, ix in zip(sources, indices, strict=True)]
-    )
-    known = known >= 0
-    names = dict(zip(TASKS, spec.weights, strict=True))
-    if names["annotation"] > 0 and spec.annotation_columns.any() and not known[:, spec.annotation_columns].all(1).any():
-        msg = "No training cell has all the cell-type labels the annotation task needs; check the registered columns."
-        raise ValueError(msg)
-    if names["metadata"] > 0 and spec.metadata_columns.any() and not known[:, spec.metadata_columns].any():
-        msg = "No training cell has any of the metadata fields the metadata task predicts."
-        raise ValueError(msg)
 
 
 def _check_positive_int(name: str, value: Any) -> None:
