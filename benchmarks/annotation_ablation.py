@@ -120,30 +120,38 @@ def run(args) -> dict:
             snapshots = _snapshots() if args.test_curve and train_kwargs["train_size"] < 1 else None
             if snapshots is not None:
                 selection["callbacks"].insert(0, snapshots)
-            model = scmulan.SCMULAN(ref, config=args.config, seed=seed, **network)
-            t0 = time.perf_counter()
-            model.train(
-                max_epochs=args.epochs,
-                seed=seed,
-                accelerator="cpu",
-                enable_progress_bar=False,
-                plan_kwargs=plan,
-                **train_kwargs,
-                **selection,
-            )
-            seconds = time.perf_counter() - t0
-            if args.save_dir:  # for compare_generation.py --model-dir: both benchmarks score the same training
-                model.save(args.save_dir.replace("{variant}", name).replace("{seed}", str(seed)), overwrite=True)
-            chosen = _selection(model, selection["callbacks"][-1] if monitor is not None else None)
-            if snapshots is not None:
-                chosen["test_f1_by_epoch"] = snapshots.test_curve(model, C.without_labels(test), truth)
-            out = model.annotate(C.without_labels(test), progress=False)
+            saved = args.model_dir.replace("{variant}", name).replace("{seed}", str(seed)) if args.model_dir else None
+            if saved is not None:  # score a model trained before (e.g. by --save-dir): no training
+                model, seconds, chosen = scmulan.SCMULAN.load(saved), None, {}
+                C.log(f"seed {seed} {name:>13} loaded from {saved}")
+            else:
+                model = scmulan.SCMULAN(ref, config=args.config, seed=seed, **network)
+                t0 = time.perf_counter()
+                model.train(
+                    max_epochs=args.epochs,
+                    seed=seed,
+                    accelerator="cpu",
+                    enable_progress_bar=False,
+                    plan_kwargs=plan,
+                    **train_kwargs,
+                    **selection,
+                )
+                seconds = time.perf_counter() - t0
+                if args.save_dir:  # for compare_generation.py --model-dir: both benchmarks score the same training
+                    model.save(args.save_dir.replace("{variant}", name).replace("{seed}", str(seed)), overwrite=True)
+                chosen = _selection(model, selection["callbacks"][-1] if monitor is not None else None)
+                if snapshots is not None:
+                    chosen["test_f1_by_epoch"] = snapshots.test_curve(model, C.without_labels(test), truth)
             proxy = generation_proxy(model, test, seed)
             C.log(f"seed {seed} {name:>13} held-out generation: {proxy}")
-            for lv in ("fine", "coarse"):
-                s = _scores(truth[lv], C.pd_fill(out[lv]))
-                rows.append({"seed": seed, "variant": name, "level": lv, "seconds": seconds, **s, **chosen, **proxy})
-                C.log(f"seed {seed} {name:>13} {lv:>6}: macro-F1 {s['macro_f1']:.3f} accuracy {s['accuracy']:.3f}")
+            for tau in args.prior_correction:
+                out = model.annotate(C.without_labels(test), progress=False, prior_correction=tau)
+                label = name if tau == 0 else f"{name} prior_correction={tau:g}"
+                for lv in ("fine", "coarse"):
+                    s = _scores(truth[lv], C.pd_fill(out[lv]))
+                    row = {"seed": seed, "variant": label, "level": lv, "seconds": seconds, **s, **chosen, **proxy}
+                    rows.append(row)
+                    C.log(f"seed {seed} {label:>13} {lv:>6}: macro-F1 {s['macro_f1']:.3f} accuracy {s['accuracy']:.3f}")
     return {"rows": rows}
 
 
@@ -264,6 +272,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--test-curve", action="store_true", help="score the held-out cells at every epoch")
     parser.add_argument("--out", default=None)
+    parser.add_argument(
+        "--prior-correction",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="annotate with each of these annotate(prior_correction=...) values (one row each; default: 0)",
+    )
+    parser.add_argument(
+        "--model-dir",
+        default=None,
+        help="load the models from this folder ('{variant}', '{seed}' replaced) instead of training them",
+    )
     parser.add_argument(
         "--save-dir",
         default=None,

@@ -407,3 +407,28 @@ def test_restricted_head_steps_equal_the_full_vocabulary_steps(seed, n_allowed, 
     assert torch.equal(fast.n_generated, full.n_generated)
     torch.testing.assert_close(fast.probs, full.probs, rtol=TOL, atol=TOL)
     torch.testing.assert_close(fast.hidden, full.hidden, rtol=TOL, atol=TOL)
+
+
+@pytest.mark.parametrize("restricted", [False, True])
+def test_logit_bias_decodes_as_a_head_with_that_bias(restricted):
+    # logit_bias (post-hoc logit adjustment) must act exactly like a bias added to the entity head, on the full
+    # step and on the restricted step that computes only the allowed entities' head rows
+    import copy
+
+    cells = H.random_cells(6, V, min_len=2, max_len=10, seed=11)
+    ids, levels, mask = H.left_pad(cells)
+    bias = torch.randn(V, generator=torch.Generator().manual_seed(0)) * 3
+    biased = copy.deepcopy(NET)
+    head = biased.entity_head
+    head.bias = torch.nn.Parameter(bias.clone() if head.bias is None else head.bias.detach() + bias)
+    allowed = None
+    if restricted:
+        allowed = [torch.zeros(V, dtype=torch.bool) for _ in range(2)]
+        allowed[0][V // 2 :] = True
+        allowed[1][1 : V // 2] = True
+    out = greedy_decode(NET, ids, levels, mask, 2, allowed=allowed, logit_bias=bias)
+    expected = greedy_decode(biased, ids, levels, mask, 2, allowed=allowed)
+    assert torch.equal(out.tokens, expected.tokens)
+    torch.testing.assert_close(out.probs, expected.probs)
+    plain = greedy_decode(NET, ids, levels, mask, 2, allowed=allowed)
+    assert not torch.equal(out.tokens, plain.tokens)  # the bias changed some choices: the test can fail

@@ -67,6 +67,14 @@ def gene_count_table(counts: np.ndarray, metadata: np.ndarray, n_tokens: int) ->
     return table
 
 
+def cells_per_token(table: np.ndarray, n_tokens: int) -> np.ndarray:
+    """``(n_tokens,)`` number of training cells carrying each metadata token (column 0 of a :func:`gene_count_table`)."""
+    out = np.zeros(n_tokens, dtype=np.float64)
+    rows = min(n_tokens, table.shape[0] - 1)
+    out[:rows] = table[1 : 1 + rows, 0]
+    return out
+
+
 def draw_gene_counts(table: np.ndarray, conditions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One gene count per row of ``conditions``, from the training cells of its narrowest condition.
 

@@ -74,6 +74,9 @@ class DecodingRecipe:
         before its final ``<E>``); ``None``: none.
     pool
         Also return the mean final hidden state over the prompt's gene positions.
+    logit_bias
+        ``(V,)`` added to the entity logits before every choice (the reference's label prior removed by
+        ``annotate(prior_correction=...)``); ``None``: none.
     """
 
     task: str
@@ -84,6 +87,7 @@ class DecodingRecipe:
     legacy: bool = False
     embedding: Literal["first", "legacy"] | None = None
     pool: bool = False
+    logit_bias: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.embedding not in ("first", "legacy", None):
@@ -92,7 +96,13 @@ class DecodingRecipe:
 
     @classmethod
     def annotation(
-        cls, allowed: list[np.ndarray | None] | None, banned: np.ndarray | None, n_steps: int, *, embedding: bool
+        cls,
+        allowed: list[np.ndarray | None] | None,
+        banned: np.ndarray | None,
+        n_steps: int,
+        *,
+        embedding: bool,
+        logit_bias: np.ndarray | None = None,
     ) -> DecodingRecipe:
         """Coarse then fine cell type, each step restricted to ``allowed`` (constrained) or free (``None``)."""
         return cls(
@@ -101,6 +111,7 @@ class DecodingRecipe:
             tuple(allowed) if allowed is not None else None,
             banned,
             embedding="first" if embedding else None,
+            logit_bias=logit_bias,
         )
 
     @classmethod
@@ -179,6 +190,9 @@ def decode_cells(
     to_device = lambda m: torch.as_tensor(m, device=device) if m is not None else None
     allowed_t = [to_device(a) for a in recipe.allowed] if recipe.allowed is not None else None
     banned_t = to_device(recipe.banned)
+    bias_t = (
+        None if recipe.logit_bias is None else torch.as_tensor(recipe.logit_bias, dtype=torch.float32, device=device)
+    )
     task_id = vocab.task_id(layout.prompt_token(recipe.task))
     n_context = len(source.obs_keys)
     n_truncated = 0
@@ -206,6 +220,7 @@ def decode_cells(
                         end_id=vocab.end_id,
                         pool_mask=(lv > 0) if recipe.pool else None,
                         padding="right",
+                        logit_bias=bias_t,
                     )
                 r = rows[b]
                 # the last three prompt tokens of each row (-1 before the start of short prompts)

@@ -70,6 +70,7 @@ def greedy_decode(
     return_logits: bool = False,
     pool_mask: Tensor | None = None,
     padding: Literal["left", "right"] = "left",
+    logit_bias: Tensor | None = None,
 ) -> GreedyOutput:
     """Greedy decoding of ``n_steps`` tokens for a padded batch of prompts.
 
@@ -106,6 +107,9 @@ def greedy_decode(
     padding
         ``"right"`` (real tokens first) lets the prompt pass run plain causal attention (see
         :meth:`CSentenceTransformer.forward`); ``"left"`` uses an explicit mask.
+    logit_bias
+        ``(V,)`` added to the entity logits at every step before the choice (e.g. minus a label prior: post-hoc logit
+        adjustment); the returned ``entity_logits`` are the raw head outputs, without it.
     """
     B, T = ids.shape
     V = net.config.vocab_size
@@ -142,7 +146,7 @@ def greedy_decode(
     for step in range(n_steps):
         if subsets[step] is not None:  # one field's categories only: the heads' rows of that field
             tok, lvl, p = _restricted_step(
-                net, last, subsets[step], counts, last_tok if counts is not None else None, end_id
+                net, last, subsets[step], counts, last_tok if counts is not None else None, end_id, logit_bias
             )
         else:
             logits, values = net.heads(last)
@@ -150,6 +154,8 @@ def greedy_decode(
             if return_logits:
                 logits_log.append(logits)
                 values_log.append(values)
+            if logit_bias is not None:
+                logits = logits + logit_bias.to(logits.device, logits.dtype)
             ban = static_ban.expand(B, V)
             if counts is not None:
                 seen_before_last = counts - torch.nn.functional.one_hot(last_tok, V).to(torch.int32)
@@ -205,6 +211,7 @@ def _restricted_step(
     counts: Tensor | None,
     last_tok: Tensor | None,
     end_id: int,
+    logit_bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One greedy step over ``candidates`` ``(K,)`` only: both heads at those K entities, not the whole vocabulary.
 
@@ -215,6 +222,8 @@ def _restricted_step(
     logits = torch.nn.functional.linear(
         last, head.weight[candidates], head.bias[candidates] if head.bias is not None else None
     ).float()  # (B, K)
+    if logit_bias is not None:
+        logits = logits + logit_bias.to(logits.device, logits.dtype)[candidates]
     with_end = torch.cat([candidates, candidates.new_tensor([end_id])])  # a stuck row's level is <E>'s value
     values = torch.nn.functional.linear(
         last, value_head.weight[with_end], value_head.bias[with_end] if value_head.bias is not None else None

@@ -32,6 +32,7 @@ def annotate(
     open_set: bool = False,
     calibrated: bool = True,
     quantize: bool = False,
+    prior_correction: float = 0.0,
     copy: bool = False,
 ) -> AnnData | MuData | None:
     """Annotate cells with coarse and fine cell types (dual hierarchical annotation).
@@ -86,6 +87,10 @@ def annotate(
     quantize
         On the CPU, decode with an int8 copy of the transformer blocks: faster for ``small`` and larger models,
         labels as float32 on over 99 % of cells (see :meth:`scmulan.SCMULAN.annotate` and the performance guide).
+    prior_correction
+        Remove this multiple of the log frequency of each type among the model's training cells from the label
+        logits (post-hoc logit adjustment; ``1`` weighs every type alike, ``0`` keeps the reference's composition
+        as a prior). See :meth:`scmulan.SCMULAN.annotate` and the annotation guide for when it helps.
     copy
         Return a copy instead of writing into ``adata``.
 
@@ -119,6 +124,7 @@ def annotate(
         "open_set": open_set,
         "calibrated": calibrated,
         "quantize": quantize,
+        "prior_correction": prior_correction,
     }
     data, ad = target(adata, mod=mod, copy=copy)
     model = as_model(model)
@@ -137,6 +143,7 @@ def annotate(
         open_set=open_set,
         calibrated=calibrated,
         quantize=quantize,
+        prior_correction=prior_correction,
     )
     keys = {"coarse": f"{key_added}_coarse", "fine": f"{key_added}_fine", "confidence": f"{key_added}_confidence"}
     if open_set:
