@@ -99,7 +99,10 @@ def test_the_model_stop_remains_available(trained, fine_type):
 
 def test_guidance_is_on_by_default_for_a_condition_and_changes_the_cells(trained, fine_type):
     guided = trained.generate({"cell_type": fine_type}, 10, seed=0, progress=False)
-    assert guided.uns["scmulan_generate"]["params"]["guidance"] == 1.5
+    # the shared model has a gene bag: 1.75 (1.5 without one; scmulan.model.default_guidance)
+    assert guided.uns["scmulan_generate"]["params"]["guidance"] == 1.75
+    assert scmulan.model.default_guidance(trained.module.config) == 1.75
+    assert scmulan.model.default_guidance(scmulan.nn.TransformerConfig(vocab_size=10, gene_bag=False)) == 1.5
     plain = trained.generate({"cell_type": fine_type}, 10, seed=0, guidance=1.0, progress=False)
     assert (guided.layers["levels"] != plain.layers["levels"]).nnz > 0
     # the same number of genes per cell either way: guidance changes which genes, not how many

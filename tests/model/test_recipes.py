@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import Callback
 import scmulan
 from scmulan.model import _annotation, _generation, _training, _training_defaults
 from scmulan.model._parts import ModelParts
+from scmulan.model._training_defaults import default_epochs
 
 
 @pytest.mark.parametrize(
@@ -95,15 +96,15 @@ def test_an_unknown_task_share_rule_is_refused_before_training(reference):
 
 
 def test_default_epochs_give_a_small_reference_enough_steps():
-    assert _training_defaults.default_epochs(150) == 150  # 5 steps per epoch at batch 32: 750 steps
-    assert _training_defaults.default_epochs(504) == 47
-    assert _training_defaults.default_epochs(100_000) == 10  # large data keep the former default
-    assert _training_defaults.default_epochs(1) == 750
-    assert _training_defaults.default_epochs(1, batch_size=1) == 750
-    assert _training_defaults.default_epochs(3) == _training_defaults.default_epochs(30)  # one step per epoch either way
-    epochs = [_training_defaults.default_epochs(n) for n in (10, 100, 1_000, 10_000)]
+    assert default_epochs(150) == 150  # 5 steps per epoch at batch 32: 750 steps
+    assert default_epochs(504) == 47
+    assert default_epochs(100_000) == 10  # large data keep the former default
+    assert default_epochs(1) == 750
+    assert default_epochs(1, batch_size=1) == 750
+    assert default_epochs(3) == default_epochs(30)  # one step per epoch either way
+    epochs = [default_epochs(n) for n in (10, 100, 1_000, 10_000)]
     assert epochs == sorted(epochs, reverse=True)  # fewer epochs for more cells, never fewer than 10
-    assert _training_defaults.default_epochs(100, batch_size=64) > _training_defaults.default_epochs(100, batch_size=16) / 4
+    assert default_epochs(100, batch_size=64) > default_epochs(100, batch_size=16) / 4
 
 
 class _EpochCounter(Callback):
@@ -124,7 +125,7 @@ def test_train_runs_the_default_epochs_of_its_training_cells(reference, monkeypa
     counter = _EpochCounter()
     model.train(batch_size=64, train_size=0.5, enable_progress_bar=False, callbacks=[counter])  # max_epochs="auto"
     n_train = len(model.train_indices_)
-    assert counter.epochs == _training_defaults.default_epochs(n_train, 64) == -(-12 // -(-n_train // 64))
+    assert counter.epochs == default_epochs(n_train, 64) == -(-12 // -(-n_train // 64))
     assert counter.steps >= 12
 
 

@@ -101,7 +101,7 @@ def register(commands: Any, *, parents: list[argparse.ArgumentParser]) -> None:
         default=None,
         metavar="W",
         help="classifier-free guidance towards the conditions (1: none; default: 1.5 for next-entity models given a "
-        "condition, else 1)",
+        "condition, 1.75 with a gene bag, else 1)",
     )
     sampling.add_argument(
         "--gene-counts",

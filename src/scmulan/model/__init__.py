@@ -1,6 +1,7 @@
 """The scvi-tools model class :class:`~scmulan.SCMULAN` (imports torch, Lightning and scvi-tools)."""
 
 from ._calibration import Calibration, calibrate
+from ._generation import default_guidance
 from ._model import SCMULAN
 from ._parts import ModelParts
 from ._pretrained import clear_pretrained_cache, load_pretrained, resolve_model
@@ -14,6 +15,7 @@ __all__ = [
     "calibrate",
     "clear_pretrained_cache",
     "default_epochs",
+    "default_guidance",
     "default_task_shares",
     "expected_calibration_error",
     "load_pretrained",

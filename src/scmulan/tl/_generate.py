@@ -60,7 +60,7 @@ def generate(
         Sample among the most likely entities whose probability first reaches ``top_p`` (``None``: off).
     guidance
         Classifier-free guidance weight towards the conditions (1: none). ``None``: 1.5 for models trained with the
-        next-entity objective when a condition is given, else 1.
+        next-entity objective when a condition is given (1.75 with a gene bag), else 1.
     gene_counts
         ``"reference"``: each cell's number of genes is drawn from training cells of its condition; ``"model"``:
         the model's stop decides. ``None``: ``"reference"`` for models that recorded their training cells' gene
