@@ -85,8 +85,9 @@ def annotate(
         label logits before choosing (post-hoc logit adjustment, Menon et al., ICLR 2021): ``1`` targets balanced
         accuracy (every type counts alike, as macro-F1 does), ``0`` keeps the reference's type frequencies as a
         prior (the query is assumed to have the reference's composition). Needs the training cells per type, which
-        models trained by scmulan keep (the imported original checkpoint has none); ignored with ``legacy=True``. Confidences are those of the
-        adjusted choice; a calibration fitted with another value no longer matches them.
+        models trained by scmulan keep (the imported original checkpoint has none); ignored with ``legacy=True``.
+        Confidences are those of the adjusted choice; a calibration fitted with another value no longer matches
+        them. Measured in the annotation guide ("The reference's composition as a prior"): off by default.
 
     Returns
     -------

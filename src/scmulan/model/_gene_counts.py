@@ -68,7 +68,7 @@ def gene_count_table(counts: np.ndarray, metadata: np.ndarray, n_tokens: int) ->
 
 
 def cells_per_token(table: np.ndarray, n_tokens: int) -> np.ndarray:
-    """``(n_tokens,)`` number of training cells carrying each metadata token (column 0 of a :func:`gene_count_table`)."""
+    """``(n_tokens,)`` training cells carrying each metadata token: column 0 of a :func:`gene_count_table`."""
     out = np.zeros(n_tokens, dtype=np.float64)
     rows = min(n_tokens, table.shape[0] - 1)
     out[:rows] = table[1 : 1 + rows, 0]
