@@ -13,17 +13,17 @@ GENERATION_OBJECTIVES = ("next", "set")
 # scmulan's own sizes train with dropout 0.1: on PBMC (560 training cells, `tiny`, 30 epochs, 2 splits) it raised the
 # fine macro-F1 of the default multitask recipe from 0.571 to 0.680 with the generation loss within 0.5 %
 # (benchmarks/annotation_ablation.py, README "Annotation ablation").
-# The gene bag (a linear path from the gene levels to the heads) is on from `small` up: there it raised PBMC fine
-# macro-F1 from 0.656 to 0.698 and coarse from 0.877 to 0.909 (5 splits); on `tiny` it left PBMC fine macro-F1 level
-# (2 splits) and lowered the atlas's from 0.849 to 0.785 (5 splits), so `tiny` has none (README "Gene bag").
+# The gene bag (a linear path from the gene levels to the heads) is off in every preset: with `small` it raised PBMC
+# fine macro-F1 from 0.656 to 0.698 (5 splits) but lowered the atlas's (several technologies) from 0.862 to 0.747
+# (2 splits), and with `tiny` the atlas's from 0.849 to 0.785 (5 splits) (README "Gene bag").
 _OWN = {"dropout": 0.1, "generation_objective": "next"}
 PRESETS: dict[str, dict[str, Any]] = {
     # tests and CI: ~0.1M parameters + 3 * |V| * 64
     "tiny": {"n_layer": 2, "n_head": 2, "n_embd": 64, **_OWN},
     # CPU training and fine-tuning (the benchmarks' size): ~0.8M + 4 * |V| * 128
-    "small": {"n_layer": 4, "n_head": 4, "n_embd": 128, **_OWN, "gene_bag": True},
+    "small": {"n_layer": 4, "n_head": 4, "n_embd": 128, **_OWN},
     # a GPU pretraining size: ~85M + 4 * |V| * 768
-    "base": {"n_layer": 12, "n_head": 12, "n_embd": 768, **_OWN, "gene_bag": True},
+    "base": {"n_layer": 12, "n_head": 12, "n_embd": 768, **_OWN},
     # the released scMulan checkpoint: 368,800,320 parameters with |V| = 2222 (read from its `model_args`;
     # the paper text says 20 blocks, the checkpoint has 24)
     "scmulan-v1": {
@@ -77,8 +77,9 @@ class TransformerConfig:
         Add to the final hidden state a linear summary of the genes seen so far: ``sum_g level_g * W[g] / sqrt(n)``
         over the ``n`` gene tokens up to each position, with a learnt ``(vocab_size, n_embd)`` table ``W`` that
         starts at zero. Through the heads this adds a logistic regression on the expression levels to the label
-        logits (a wide-and-deep network). ``False`` for the original checkpoint and models saved before this field
-        existed.
+        logits (a wide-and-deep network). ``False`` in every preset (it helps a reference from one technology and
+        hurts one pooled from several: see the annotation guide), for the original checkpoint and for models saved
+        before this field existed.
     """
 
     vocab_size: int
