@@ -231,7 +231,7 @@ def test_the_gene_bag_adds_the_scaled_level_weighted_sum_of_the_genes_so_far():
 
 def test_the_gene_bag_is_off_for_the_original_and_for_models_saved_without_it():
     assert not TransformerConfig.from_preset("scmulan-v1").gene_bag
-    # off in every preset too (it cost 0.07-0.16 atlas macro-F1; benchmarks/README.md "Gene bag"), on when asked
+    # off in every preset too (it cost 0.07-0.16 atlas macro-F1 with `small`; benchmarks/README.md "Gene bag"), on when asked
     assert not any(TransformerConfig.from_preset(name, vocab_size=10).gene_bag for name in ("tiny", "small", "base"))
     assert TransformerConfig.from_preset("small", vocab_size=10, gene_bag=True).gene_bag
     assert not TransformerConfig.from_dict({"vocab_size": 10}).gene_bag
