@@ -18,7 +18,7 @@ from scmulan.model._debin import debinning_table
 from scmulan.model._gene_counts import gene_count_table, recording_gene_counts
 from scmulan.model._parts import ModelParts
 from scmulan.model._training_data import check_labels, split, task_spec
-from scmulan.model._training_defaults import _auto_epochs, default_task_shares
+from scmulan.model._training_defaults import auto_epochs, default_task_shares
 from scmulan.sentence import TASKS, CellSource, as_sources
 
 logger = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ def train(
     check_labels(spec, sources, indices)
     if max_epochs == "auto":  # with max_steps given, max_steps alone decides
         step_size = batch_size * trainer_kwargs.get("accumulate_grad_batches", 1)
-        max_epochs = None if "max_steps" in trainer_kwargs else _auto_epochs(sources, indices, step_size)
+        max_epochs = None if "max_steps" in trainer_kwargs else auto_epochs(sources, indices, step_size)
     common = {
         "end_id": parts.vocab.end_id,
         "pad_id": parts.vocab.pad_id,

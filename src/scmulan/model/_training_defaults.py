@@ -69,7 +69,7 @@ def default_epochs(n_cells: int, batch_size: int = 32) -> int:
     return int(min(highest, max(lowest, -(-AUTO_MIN_STEPS // steps_per_epoch))))
 
 
-def _auto_epochs(sources: list, indices: list, batch_size: int) -> int:
+def auto_epochs(sources: list, indices: list, batch_size: int) -> int:
     """:func:`default_epochs` for the training cells of ``sources`` (``indices`` None: the whole source)."""
     n_cells = sum(s.n_obs if idx is None else len(idx) for s, idx in zip(sources, indices, strict=True))
     epochs = default_epochs(n_cells, batch_size)
