@@ -52,6 +52,8 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     "ann3": ({}, {"task_loss_weights": (1.0, 3.0, 1.0)}, {}),  # (1, 3, 1) whatever the width (tiny's default)
     "dropout2": ({"dropout": 0.2}, {}, {}),  # twice the presets' dropout
     "wd01": ({}, {"weight_decay": 0.1}, {}),  # ten times the default weight decay
+    "lr1e3": ({}, {}, {"lr": 1e-3}),  # a third of the default peak learning rate below width 256 (3e-3)
+    "swa_half": ({}, {}, {"average_from": 0.5}),  # the weights averaged over the epochs of the second half
     "gene_bag": ({"gene_bag": True}, {}, {}),  # a linear path from the gene levels to the heads
     "bce_balanced": ({}, {"label_loss": "bce"}, {}),
     "ann_sample3": ({}, {}, {"tasks": ("generation", "annotation"), "task_weights": (1.0, 3.0)}),
@@ -113,6 +115,9 @@ def run(args) -> dict:
             train_kwargs = {"train_size": 1.0, **train_kwargs}
             monitor = train_kwargs.pop("select", None)
             selection = {"callbacks": []}
+            average_from = train_kwargs.pop("average_from", None)
+            if average_from is not None:
+                selection["callbacks"].append(_epoch_average(int(average_from * args.epochs)))
             if monitor is not None:
                 from scmulan.train import BestCheckpoint
 
@@ -153,6 +158,17 @@ def run(args) -> dict:
                     rows.append(row)
                     C.log(f"seed {seed} {label:>13} {lv:>6}: macro-F1 {s['macro_f1']:.3f} accuracy {s['accuracy']:.3f}")
     return {"rows": rows}
+
+
+def _epoch_average(first_epoch: int):
+    """Lightning's weight averaging (SWA: equal weights) of the weights at the end of each epoch from ``first_epoch``."""
+    from lightning.pytorch.callbacks import WeightAveraging
+
+    class EpochAverage(WeightAveraging):
+        def should_update(self, step_idx=None, epoch_idx=None):
+            return epoch_idx is not None and epoch_idx >= first_epoch
+
+    return EpochAverage()
 
 
 def generation_proxy(model, test, seed: int) -> dict:
