@@ -149,9 +149,12 @@ def run(args) -> dict:
                     chosen["test_f1_by_epoch"] = snapshots.test_curve(model, C.without_labels(test), truth)
             proxy = generation_proxy(model, test, seed)
             C.log(f"seed {seed} {name:>13} held-out generation: {proxy}")
-            for tau in args.prior_correction:
-                out = model.annotate(C.without_labels(test), progress=False, prior_correction=tau)
+            for tau, marginal in ((t, m) for t in args.prior_correction for m in args.decoding):
+                out = model.annotate(
+                    C.without_labels(test), progress=False, prior_correction=tau, marginal=marginal == "marginal"
+                )
                 label = name if tau == 0 else f"{name} prior_correction={tau:g}"
+                label = label if marginal == "greedy" else f"{label} marginal"
                 for lv in ("fine", "coarse"):
                     s = _scores(truth[lv], C.pd_fill(out[lv]))
                     row = {"seed": seed, "variant": label, "level": lv, "seconds": seconds, **s, **chosen, **proxy}
@@ -294,6 +297,14 @@ def main() -> None:
         nargs="+",
         default=[0.0],
         help="annotate with each of these annotate(prior_correction=...) values (one row each; default: 0)",
+    )
+    parser.add_argument(
+        "--decoding",
+        nargs="+",
+        default=["greedy"],
+        choices=["greedy", "marginal"],
+        help="annotate with each of these decodings: coarse then fine ('greedy'), or the fine type summed over the "
+        "coarse types (annotate(marginal=True)); one row each",
     )
     parser.add_argument(
         "--model-dir",

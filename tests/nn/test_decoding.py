@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scmulan.nn import greedy_decode, sample_decode
+from scmulan.nn import greedy_decode, hierarchical_decode, sample_decode
 
 TOL = 1e-5
 V = 40
@@ -432,3 +432,88 @@ def test_logit_bias_decodes_as_a_head_with_that_bias(restricted):
     torch.testing.assert_close(out.probs, expected.probs)
     plain = greedy_decode(NET, ids, levels, mask, 2, allowed=allowed)
     assert not torch.equal(out.tokens, plain.tokens)  # the bias changed some choices: the test can fail
+
+
+# ---------------------------------------------------------------------------- hierarchical (marginal) decoding
+
+
+def naive_marginal(net, ids, levels, first, second):
+    """For ONE cell: every first candidate appended in turn and the whole sequence recomputed (no cache); returns
+    the chosen pair, ``P(c)``, ``P(f | c)``, ``P(f)`` and the final hidden state at the chosen first candidate."""
+    with torch.inference_mode():
+        hidden = net(ids[None], levels[None])[0, -1]
+        logits, values = net.heads(hidden)
+        log_pc = torch.log_softmax(logits[first], -1)
+        rows, states = [], []
+        for c in first.tolist():
+            lvl = torch.clamp(torch.round(values[c]), 0, 10).long()
+            h = net(torch.cat([ids, torch.tensor([c])])[None], torch.cat([levels, lvl[None]])[None])[0, -1]
+            rows.append(torch.log_softmax(net.heads(h)[0][second], -1))
+            states.append(h)
+    joint = log_pc[:, None] + torch.stack(rows)  # (K1, K2)
+    marginal = joint.logsumexp(0)
+    j = int(marginal.argmax())
+    i = int(joint[:, j].argmax())
+    return (
+        int(first[i]),
+        int(second[j]),
+        float(log_pc[i].exp()),
+        float(joint[i, j].exp() / log_pc[i].exp()),
+        float(marginal[j].exp()),
+        states[i],
+    )
+
+
+@pytest.mark.parametrize("gene_bag", [False, True])
+@pytest.mark.parametrize("padding", ["left", "right"])
+def test_hierarchical_decode_equals_the_naive_sum_over_first_labels(gene_bag, padding):
+    # the cache is rewound after each first candidate: a leak from one candidate's step into the next (keys or the
+    # gene-bag sum) would show up here, as would a wrong sum or a wrong choice of the first label given the second
+    net = H.build_net(V, gene_bag=gene_bag, seed=3)
+    cells = H.random_cells(8, V, min_len=1, max_len=12, seed=5)
+    ids, levels, mask = H.left_pad(cells, extra=1)
+    if padding == "right":  # real tokens first
+        order = torch.argsort(~mask, dim=1, stable=True)
+        ids, levels, mask = ids.gather(1, order), levels.gather(1, order), mask.gather(1, order)
+    first, second = torch.tensor([5, 9, 17, 30]), torch.tensor([2, 11, 12, 25, 33, 38])
+    out = hierarchical_decode(net, ids, levels, mask, first, second, padding=padding)
+    for b, (i, lv) in enumerate(cells):
+        c, f, pc, pf_c, pf, state = naive_marginal(net, i, lv, first, second)
+        assert out.tokens[b].tolist() == [c, f]
+        torch.testing.assert_close(out.probs[b], torch.tensor([pc, pf_c]), rtol=TOL, atol=TOL)
+        torch.testing.assert_close(out.marginal[b], torch.tensor(pf), rtol=TOL, atol=TOL)
+        torch.testing.assert_close(out.hidden[b, 2], state, rtol=TOL, atol=TOL)
+
+
+def test_hierarchical_decode_with_one_first_label_is_greedy_decoding():
+    cells = H.random_cells(6, V, min_len=2, max_len=10, seed=7)
+    ids, levels, mask = H.left_pad(cells)
+    first, second = torch.tensor([13]), torch.tensor([2, 4, 8, 16, 32])
+    allowed = [torch.zeros(V, dtype=torch.bool) for _ in range(2)]
+    allowed[0][first], allowed[1][second] = True, True
+    out = hierarchical_decode(NET, ids, levels, mask, first, second)
+    greedy = greedy_decode(NET, ids, levels, mask, 2, allowed=allowed)
+    assert torch.equal(out.tokens, greedy.tokens)
+    assert torch.equal(out.levels, greedy.levels)
+    torch.testing.assert_close(out.probs, greedy.probs)
+    torch.testing.assert_close(out.marginal, greedy.probs[:, 1])  # one first label: P(f) = P(f | c)
+    torch.testing.assert_close(out.hidden, greedy.hidden)
+
+
+def test_hierarchical_decode_differs_from_greedy_where_first_labels_compete():
+    # summing over the first labels must change some choices on a random network (the test can fail)
+    cells = H.random_cells(64, V, min_len=2, max_len=10, seed=9)
+    ids, levels, mask = H.left_pad(cells)
+    first, second = torch.arange(1, 8), torch.arange(8, V)
+    allowed = [torch.zeros(V, dtype=torch.bool) for _ in range(2)]
+    allowed[0][first], allowed[1][second] = True, True
+    out = hierarchical_decode(NET, ids, levels, mask, first, second)
+    greedy = greedy_decode(NET, ids, levels, mask, 2, allowed=allowed)
+    assert not torch.equal(out.tokens[:, 1], greedy.tokens[:, 1])
+    assert bool((out.marginal >= out.probs.prod(1) - TOL).all())  # P(f) >= P(c, f)
+
+
+def test_hierarchical_decode_needs_candidates_at_both_steps():
+    ids, levels, mask = H.left_pad(H.random_cells(2, V, seed=1))
+    with pytest.raises(ValueError, match="at least one candidate"):
+        hierarchical_decode(NET, ids, levels, mask, torch.tensor([], dtype=torch.long), torch.tensor([3]))

@@ -70,6 +70,7 @@ def test_end_to_end_annotation(dataset, request):
         "calibrated": True,
         "quantize": False,
         "prior_correction": 0.0,
+        "marginal": False,
     }
     # the same answers as the model method; the input expression is untouched and the query never registered
     labels, embedding = model.annotate(query, batch_size=32, return_embedding=True, progress=False)

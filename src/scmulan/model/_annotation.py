@@ -35,6 +35,7 @@ def annotate(
     open_set: bool = False,
     quantize: bool = False,
     prior_correction: float = 0.0,
+    marginal: bool = False,
 ) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
     """Coarse and fine cell types of every cell, with confidences.
 
@@ -88,6 +89,11 @@ def annotate(
         models trained by scmulan keep (the imported original checkpoint has none); ignored with ``legacy=True``.
         Confidences are those of the adjusted choice; a calibration fitted with another value no longer matches
         them. Measured in the annotation guide ("The reference's composition as a prior"): off by default.
+    marginal
+        Choose the fine type by its probability summed over every coarse type, ``P(fine) = sum_c P(c) P(fine | c)``,
+        then the coarse type most likely given it, instead of committing to the most likely coarse type first
+        (constrained decoding of a coarse and a fine field; one cached one-token step per coarse type). The
+        ``confidence`` is then ``P(fine)``. Ignored with ``legacy=True``.
 
     Returns
     -------
@@ -121,8 +127,14 @@ def annotate(
         if allowed is not None and len(allowed) < n_steps:
             allowed = allowed + [None] * (n_steps - len(allowed))
         bias = _prior_bias(parts, fields, prior_correction)
+        if marginal and (allowed is None or len(fields) != 2):
+            msg = (
+                "`marginal=True` sums the fine type's probability over the coarse types: it needs constrained "
+                "decoding (`constrained=True`) of a model with a coarse and a fine cell-type field."
+            )
+            raise ValueError(msg)
         recipe = DecodingRecipe.annotation(
-            allowed, banned, n_steps, embedding=return_embedding or open_set, logit_bias=bias
+            allowed, banned, n_steps, embedding=return_embedding or open_set, logit_bias=bias, marginal=marginal
         )
     out = decode_cells(
         parts.network,
@@ -158,7 +170,7 @@ def annotate(
         {
             "coarse": pd.Categorical(coarse),
             "fine": pd.Categorical(fine),
-            "confidence": np.where(empty, np.nan, p1 * p2).astype(np.float32),
+            "confidence": np.where(empty, np.nan, p1 * p2 if out.marginal is None else out.marginal).astype(np.float32),
             "coarse_confidence": np.where(empty, np.nan, p1).astype(np.float32),
             "fine_confidence": np.where(empty, np.nan, p2).astype(np.float32),
             "n_genes": out.n_genes,

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from scmulan._device import autocast
-from scmulan.nn import CSentenceTransformer, greedy_decode, sample_decode
+from scmulan.nn import CSentenceTransformer, greedy_decode, hierarchical_decode, sample_decode
 from scmulan.sentence import (
     CellSource,
     GeneSegments,
@@ -44,6 +44,7 @@ class Decoded:
     prompt_tail: np.ndarray  # (n, 3) the last three prompt ids (-1 where the prompt is shorter)
     embedding: np.ndarray | None = None  # (n, C) the embedding the recipe asked for (``DecodingRecipe.embedding``)
     pooled: np.ndarray | None = None  # (n, C) mean over gene positions of the prompt
+    marginal: np.ndarray | None = None  # (n,) P(second label) summed over the first (``DecodingRecipe.marginal``)
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,6 +78,10 @@ class DecodingRecipe:
     logit_bias
         ``(V,)`` added to the entity logits before every choice (the reference's label prior removed by
         ``annotate(prior_correction=...)``); ``None``: none.
+    marginal
+        Two restricted steps decoded by :func:`~scmulan.nn.hierarchical_decode`: the second label chosen by its
+        probability summed over every first label, then the first given it (instead of greedily, one step after the
+        other).
     """
 
     task: str
@@ -88,10 +93,14 @@ class DecodingRecipe:
     embedding: Literal["first", "legacy"] | None = None
     pool: bool = False
     logit_bias: np.ndarray | None = None
+    marginal: bool = False
 
     def __post_init__(self) -> None:
         if self.embedding not in ("first", "legacy", None):
             msg = f"`embedding` must be 'first', 'legacy' or None, got {self.embedding!r}."
+            raise ValueError(msg)
+        if self.marginal and (self.n_steps != 2 or self.allowed is None or any(a is None for a in self.allowed)):
+            msg = "Marginal decoding needs exactly two steps, each restricted to a field's categories."
             raise ValueError(msg)
 
     @classmethod
@@ -103,6 +112,7 @@ class DecodingRecipe:
         *,
         embedding: bool,
         logit_bias: np.ndarray | None = None,
+        marginal: bool = False,
     ) -> DecodingRecipe:
         """Coarse then fine cell type, each step restricted to ``allowed`` (constrained) or free (``None``)."""
         return cls(
@@ -112,6 +122,7 @@ class DecodingRecipe:
             banned,
             embedding="first" if embedding else None,
             logit_bias=logit_bias,
+            marginal=marginal,
         )
 
     @classmethod
@@ -187,12 +198,16 @@ def decode_cells(
     tail = np.full((n, 3), -1, dtype=np.int64)
     emb = np.zeros((n, C), dtype=np.float32) if embedding == "legacy" or (embedding and n_steps >= 2) else None
     pooled = np.zeros((n, C), dtype=np.float32) if recipe.pool else None
+    marginal = np.zeros(n, dtype=np.float32) if recipe.marginal else None
     to_device = lambda m: torch.as_tensor(m, device=device) if m is not None else None
     allowed_t = [to_device(a) for a in recipe.allowed] if recipe.allowed is not None else None
     banned_t = to_device(recipe.banned)
     bias_t = (
         None if recipe.logit_bias is None else torch.as_tensor(recipe.logit_bias, dtype=torch.float32, device=device)
     )
+    if recipe.marginal:  # the entities each of the two steps may choose
+        keep = ~banned_t if banned_t is not None else True
+        first, second = (torch.nonzero(a & keep).squeeze(1) for a in allowed_t)
     task_id = vocab.task_id(layout.prompt_token(recipe.task))
     n_context = len(source.obs_keys)
     n_truncated = 0
@@ -207,21 +222,24 @@ def decode_cells(
                 batch = pad(sentences, b, pad_id=vocab.pad_id, side="right")
                 ids, lv, mask = (batch[k].to(device) for k in ("ids", "levels", "attention_mask"))
                 with autocast(device, mixed_precision=not recipe.legacy):
-                    out = greedy_decode(
-                        net,
-                        ids,
-                        lv,
-                        mask,
-                        n_steps,
-                        allowed=allowed_t,
-                        banned=banned_t,
-                        ban_prompt="all_but_last" if recipe.legacy else "none",
-                        stop_at_end=recipe.legacy,
-                        end_id=vocab.end_id,
-                        pool_mask=(lv > 0) if recipe.pool else None,
-                        padding="right",
-                        logit_bias=bias_t,
-                    )
+                    if recipe.marginal:
+                        out = hierarchical_decode(net, ids, lv, mask, first, second, padding="right", logit_bias=bias_t)
+                    else:
+                        out = greedy_decode(
+                            net,
+                            ids,
+                            lv,
+                            mask,
+                            n_steps,
+                            allowed=allowed_t,
+                            banned=banned_t,
+                            ban_prompt="all_but_last" if recipe.legacy else "none",
+                            stop_at_end=recipe.legacy,
+                            end_id=vocab.end_id,
+                            pool_mask=(lv > 0) if recipe.pool else None,
+                            padding="right",
+                            logit_bias=bias_t,
+                        )
                 r = rows[b]
                 # the last three prompt tokens of each row (-1 before the start of short prompts)
                 pos = batch["lengths"].to(device)[:, None] - 3 + torch.arange(3, device=device)[None, :]
@@ -235,16 +253,22 @@ def decode_cells(
                     floats.append(out.hidden[torch.arange(len(b), device=device), at].float())
                 if pooled is not None:
                     floats.append(out.pooled.float())
+                if marginal is not None:
+                    floats.append(out.marginal.float()[:, None])
                 host = torch.cat(floats, 1).cpu().numpy()
                 probs[r] = host[:, :n_steps]
                 if emb is not None:
                     emb[r] = host[:, n_steps : n_steps + C]
                 if pooled is not None:
-                    pooled[r] = host[:, -C:]
+                    pooled[r] = (
+                        host[:, n_steps : n_steps + C] if emb is None else host[:, n_steps + C : n_steps + 2 * C]
+                    )
+                if marginal is not None:
+                    marginal[r] = host[:, -1]
             bar.update(len(rows))
     if not recipe.legacy:
         warn_truncated(n_truncated, n, layout.decoding_gene_budget(n_context))
-    return Decoded(tokens, probs, n_generated, n_genes, tail, emb, pooled)
+    return Decoded(tokens, probs, n_generated, n_genes, tail, emb, pooled, marginal)
 
 
 def quantized(net: CSentenceTransformer) -> CSentenceTransformer:

@@ -1,7 +1,7 @@
 """The c-sentence transformer (plain :mod:`torch`; no AnnData, no scvi-tools) and its batched cached decoding."""
 
 from .config import PRESETS, TransformerConfig
-from .decoding import GreedyOutput, greedy_decode
+from .decoding import GreedyOutput, greedy_decode, hierarchical_decode
 from .model import CSentenceTransformer, KVCache
 from .sampling import SampleOutput, sample_decode
 
@@ -13,5 +13,6 @@ __all__ = [
     "SampleOutput",
     "TransformerConfig",
     "greedy_decode",
+    "hierarchical_decode",
     "sample_decode",
 ]

@@ -42,6 +42,9 @@ class GreedyOutput:
         Raw head outputs at every step ``(B, S, V)`` (before any masking), only with ``return_logits=True``.
     pooled
         ``(B, C)`` mean final hidden state over the prompt positions in ``pool_mask``, when given.
+    marginal
+        ``(B,)`` probability of the last chosen entity summed over every choice of the first step, from
+        :func:`hierarchical_decode` only.
     """
 
     tokens: Tensor
@@ -52,6 +55,7 @@ class GreedyOutput:
     entity_logits: Tensor | None = None
     values: Tensor | None = None
     pooled: Tensor | None = None
+    marginal: Tensor | None = None
 
 
 @torch.inference_mode()
@@ -192,6 +196,91 @@ def greedy_decode(
         values=torch.stack(values_log, 1) if return_logits else None,
         pooled=pooled,
     )
+
+
+@torch.inference_mode()
+def hierarchical_decode(
+    net: CSentenceTransformer,
+    ids: Tensor,
+    levels: Tensor,
+    attention_mask: Tensor | None,
+    first: Tensor,
+    second: Tensor,
+    *,
+    padding: Literal["left", "right"] = "left",
+    logit_bias: Tensor | None = None,
+) -> GreedyOutput:
+    """Two labels (coarse, then fine), the second chosen by its probability summed over every first label.
+
+    Greedy decoding commits to the most likely first label and reads the second only after it, so a cell whose coarse
+    types are nearly tied gets the fine type of whichever coarse type won by a hair. Here every first candidate ``c``
+    is fed in turn: ``P(f) = sum_c P(c) P(f | c)``, the second entity is ``argmax_f P(f)``, and the first is the most
+    likely one given it, ``argmax_c P(c) P(f | c)``. When one first label takes all the probability this is greedy
+    decoding. Cost: the prompt pass, then one cached single-token step per first candidate (the cache rewound after
+    each, so memory does not grow with the number of candidates).
+
+    Parameters
+    ----------
+    net, ids, levels, attention_mask, padding, logit_bias
+        As for :func:`greedy_decode`.
+    first, second
+        Ids ``(K1,)`` and ``(K2,)`` of the entities each step may choose (e.g. the coarse and the fine cell types).
+
+    Returns
+    -------
+    A :class:`GreedyOutput` of two steps: ``probs`` holds ``P(c)`` and ``P(f | c)`` of the chosen pair (their product
+    is the path probability), ``marginal`` holds ``P(f)``, ``hidden[:, 2]`` is the state at the chosen first label.
+    """
+    if len(first) == 0 or len(second) == 0:
+        msg = "hierarchical_decode needs at least one candidate entity at each of its two steps."
+        raise ValueError(msg)
+    B, T = ids.shape
+    device = ids.device
+    rows = torch.arange(B, device=device)
+    if attention_mask is None:
+        attention_mask = torch.ones(B, T, dtype=torch.bool, device=device)
+    cache = net.new_cache(capacity=T + 1)
+    hidden = net(ids, levels, attention_mask, cache, padding=padding)
+    end = last_positions(attention_mask, padding)
+    last = hidden[rows, end]
+    first_logp, first_levels = _field_step(net, last, first, logit_bias)  # (B, K1) each
+    length, bag = cache.length, cache.gene_bag
+    second_logp, second_levels, after = [], [], []
+    for k in range(len(first)):
+        step = net(first[k].expand(B, 1), first_levels[:, k, None], None, cache)[:, -1]
+        cache.length, cache.gene_bag = length, bag  # rewind: the next candidate takes the same position
+        logp, lvl = _field_step(net, step, second, logit_bias)
+        second_logp.append(logp)
+        second_levels.append(lvl)
+        after.append(step)
+    joint = first_logp[:, :, None] + torch.stack(second_logp, 1)  # (B, K1, K2): log P(c) + log P(f | c)
+    marginal = joint.logsumexp(1)  # (B, K2): log P(f)
+    j = marginal.argmax(-1)
+    i = joint[rows, :, j].argmax(-1)
+    return GreedyOutput(
+        tokens=torch.stack([first[i], second[j]], 1),
+        levels=torch.stack([first_levels[rows, i], torch.stack(second_levels, 1)[rows, i, j]], 1),
+        probs=torch.stack([first_logp[rows, i].exp(), torch.stack(second_logp, 1)[rows, i, j].exp()], 1),
+        n_generated=torch.full((B,), 2, dtype=torch.long, device=device),
+        hidden=torch.stack([hidden[rows, (end - 1).clamp(min=0)], last, torch.stack(after, 1)[rows, i]], 1),
+        marginal=marginal[rows, j].exp(),
+    )
+
+
+def _field_step(
+    net: CSentenceTransformer, hidden: Tensor, candidates: Tensor, logit_bias: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """Log-softmax over ``candidates`` ``(K,)`` at ``hidden`` ``(B, C)``, and the level of each: ``(B, K)`` each."""
+    head, value_head = net.entity_head, net.value_head
+    logits = torch.nn.functional.linear(
+        hidden, head.weight[candidates], head.bias[candidates] if head.bias is not None else None
+    ).float()
+    if logit_bias is not None:
+        logits = logits + logit_bias.to(logits.device, logits.dtype)[candidates]
+    values = torch.nn.functional.linear(
+        hidden, value_head.weight[candidates], value_head.bias[candidates] if value_head.bias is not None else None
+    ).float()
+    return logits.log_softmax(-1), values.round().clamp(0, net.config.n_levels - 1).long()
 
 
 def _candidates(

@@ -33,6 +33,7 @@ def annotate(
     calibrated: bool = True,
     quantize: bool = False,
     prior_correction: float = 0.0,
+    marginal: bool = False,
     copy: bool = False,
 ) -> AnnData | MuData | None:
     """Annotate cells with coarse and fine cell types (dual hierarchical annotation).
@@ -91,6 +92,9 @@ def annotate(
         Remove this multiple of the log frequency of each type among the model's training cells from the label
         logits (post-hoc logit adjustment; ``1`` weighs every type alike, ``0`` keeps the reference's composition
         as a prior). See :meth:`scmulan.SCMULAN.annotate` and the annotation guide for when it helps.
+    marginal
+        Choose the fine type by its probability summed over every coarse type, then the coarse type given it,
+        instead of the most likely coarse type first (see :meth:`scmulan.SCMULAN.annotate`).
     copy
         Return a copy instead of writing into ``adata``.
 
@@ -125,6 +129,7 @@ def annotate(
         "calibrated": calibrated,
         "quantize": quantize,
         "prior_correction": prior_correction,
+        "marginal": marginal,
     }
     data, ad = target(adata, mod=mod, copy=copy)
     model = as_model(model)
@@ -144,6 +149,7 @@ def annotate(
         calibrated=calibrated,
         quantize=quantize,
         prior_correction=prior_correction,
+        marginal=marginal,
     )
     keys = {"coarse": f"{key_added}_coarse", "fine": f"{key_added}_fine", "confidence": f"{key_added}_confidence"}
     if open_set:
