@@ -93,7 +93,9 @@ def annotate(
         Choose the fine type by its probability summed over every coarse type, ``P(fine) = sum_c P(c) P(fine | c)``,
         then the coarse type most likely given it, instead of committing to the most likely coarse type first
         (constrained decoding of a coarse and a fine field; one cached one-token step per coarse type). The
-        ``confidence`` is then ``P(fine)``. Ignored with ``legacy=True``.
+        ``confidence`` is then ``P(fine)``; a calibration (fitted on greedy decoding's path probability) maps it as
+        it maps the path probability, close but not fitted to it. Ignored with ``legacy=True``. Measured in the
+        annotation guide: off by default.
 
     Returns
     -------
