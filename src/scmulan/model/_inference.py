@@ -247,24 +247,24 @@ def decode_cells(
                 # integers and floats in one transfer each (one host sync per kind, not per array)
                 ints = torch.cat([out.tokens, out.n_generated[:, None], window], 1).cpu().numpy()
                 tokens[r], n_generated[r], tail[r] = ints[:, :n_steps], ints[:, n_steps], ints[:, n_steps + 1 :]
-                floats = [out.probs.float()]
+                floats = {"probs": out.probs.float()}
                 if emb is not None:
                     at = out.n_generated - 1 if embedding == "legacy" else torch.full_like(out.n_generated, 2)
-                    floats.append(out.hidden[torch.arange(len(b), device=device), at].float())
+                    floats["emb"] = out.hidden[torch.arange(len(b), device=device), at].float()
                 if pooled is not None:
-                    floats.append(out.pooled.float())
+                    floats["pooled"] = out.pooled.float()
                 if marginal is not None:
-                    floats.append(out.marginal.float()[:, None])
-                host = torch.cat(floats, 1).cpu().numpy()
-                probs[r] = host[:, :n_steps]
+                    floats["marginal"] = out.marginal.float()[:, None]
+                host = torch.cat(list(floats.values()), 1).cpu().numpy()
+                ends = np.cumsum([f.shape[1] for f in floats.values()])
+                got = dict(zip(floats, np.split(host, ends[:-1], axis=1), strict=True))
+                probs[r] = got["probs"]
                 if emb is not None:
-                    emb[r] = host[:, n_steps : n_steps + C]
+                    emb[r] = got["emb"]
                 if pooled is not None:
-                    pooled[r] = (
-                        host[:, n_steps : n_steps + C] if emb is None else host[:, n_steps + C : n_steps + 2 * C]
-                    )
+                    pooled[r] = got["pooled"]
                 if marginal is not None:
-                    marginal[r] = host[:, -1]
+                    marginal[r] = got["marginal"][:, 0]
             bar.update(len(rows))
     if not recipe.legacy:
         warn_truncated(n_truncated, n, layout.decoding_gene_budget(n_context))
