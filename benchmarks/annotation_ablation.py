@@ -10,6 +10,7 @@ the same split in the same process.
 
     python benchmarks/annotation_ablation.py                          # tiny, seed 0, every variant, 30 epochs
     python benchmarks/annotation_ablation.py --config small --epochs 40 --seeds 0 1 --variants legacy default
+    python benchmarks/annotation_ablation.py --config small --epochs 40 --seeds 0 --variants default --init-seed 100
 
 Checkpoint selection (``select*`` variants): the model trains on 90 % of the reference and keeps the weights of the
 epoch with the best teacher-forced fine macro-F1 on the other 10 % (``scmulan.train.BestCheckpoint`` on
@@ -130,11 +131,11 @@ def run(args) -> dict:
                 model, seconds, chosen = scmulan.SCMULAN.load(saved), None, {}
                 C.log(f"seed {seed} {name:>13} loaded from {saved}")
             else:
-                model = scmulan.SCMULAN(ref, config=args.config, seed=seed, **network)
+                model = scmulan.SCMULAN(ref, config=args.config, seed=seed + args.init_seed, **network)
                 t0 = time.perf_counter()
                 model.train(
                     max_epochs=args.epochs,
-                    seed=seed,
+                    seed=seed + args.init_seed,
                     accelerator="cpu",
                     enable_progress_bar=False,
                     plan_kwargs=plan,
@@ -289,6 +290,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--init-seed",
+        type=int,
+        default=0,
+        help="added to the split seed for the network's initial weights and the training order, the split kept "
+        "(default: %(default)s, the split seed itself): the spread of one recipe on one split",
+    )
     parser.add_argument("--test-curve", action="store_true", help="score the held-out cells at every epoch")
     parser.add_argument("--out", default=None)
     parser.add_argument(
