@@ -74,6 +74,9 @@ METHODS = ("ours_constrained", "ours_legacy", "baseline")
 BASELINE_FP32 = "baseline_fp32"  # with --dtype bf16: the baseline again in fp32, to compare with ours_legacy
 LEGACY_VOCAB_SIZE = 2222
 INT8 = "ours_int8"  # --int8: annotate(quantize=True), the CPU's opt-in int8 path
+# --wide-batches: ours_constrained with the accelerators' token budget on the CPU too (batch_size cells per pass, as
+# before the CPU budget of scmulan.model._inference.decoding_token_budget)
+WIDE = "ours_wide_batches"
 
 
 # ---------------------------------------------------------------------------- memory
@@ -221,7 +224,9 @@ def build_inputs(args, preset: str, workdir: Path) -> dict:
 def methods(args) -> tuple[str, ...]:
     """The methods of a run: with ``--dtype bf16`` also the fp32 baseline (the reference of ``ours_legacy``); with
     ``--int8`` also ``ours_int8`` (``annotate(quantize=True)``: int8 dynamic quantisation of the linear layers, CPU)."""
-    extra = (INT8,) if getattr(args, "int8", False) else ()
+    extra = ((INT8,) if getattr(args, "int8", False) else ()) + (
+        (WIDE,) if getattr(args, "wide_batches", False) else ()
+    )
     return METHODS + extra + ((BASELINE_FP32,) if args.dtype == "bf16" else ())
 
 
@@ -300,6 +305,14 @@ def run_method(name: str, model, adata, prompts, args, device):
     """One timed call; returns (labels, embedding)."""
     if name in ("baseline", BASELINE_FP32):
         return run_baseline(model, prompts, device, method_dtype(name, args))
+    if name == WIDE:
+        from unittest import mock
+
+        from scmulan.model import _inference
+
+        wide = 16 * model.module.config.n_embd * _inference.ACCELERATOR_MAX_TOKENS
+        with mock.patch.object(_inference, "CPU_ACTIVATION_BYTES", wide):
+            return run_method("ours_constrained", model, adata, prompts, args, device)
     labels, embedding = model.annotate(
         adata,
         quantize=name == INT8,
@@ -460,7 +473,7 @@ def bench_preset(args, preset: str, workdir: Path, peak_flops: dict[str, float])
                 _sync(device)
                 best = min(best, time.perf_counter() - t0)
             n = cells.n_obs
-            steps = 3 if name != "ours_constrained" else max(2, len(model.annotation_fields))
+            steps = 3 if name not in ("ours_constrained", WIDE) else max(2, len(model.annotation_fields))
             tokens = lengths[:n].sum() + steps * n  # prompt tokens + decoded tokens
             flops = model_flops(model.module.config, lengths[:n], steps)
             results[name] = {
@@ -491,7 +504,14 @@ def bench_preset(args, preset: str, workdir: Path, peak_flops: dict[str, float])
             results[name].update(_memory_in_subprocess(name, inputs, args, n))
     if INT8 in results:
         results[INT8]["speedup_vs_fp32"] = results[INT8]["cells_per_s"] / results["ours_constrained"]["cells_per_s"]
-    for name in ("ours_constrained", "ours_legacy", *([INT8] if INT8 in results else [])):
+    if WIDE in results:  # the same decoding, batches of batch_size cells (the accelerators' token budget)
+        results["ours_constrained"]["speedup_vs_wide_batches"] = (
+            results["ours_constrained"]["cells_per_s"] / results[WIDE]["cells_per_s"]
+        )
+        agreement["wide_batches_labels_equal_fraction"] = float(
+            np.mean(outputs[WIDE][0] == outputs["ours_constrained"][0])
+        )
+    for name in ("ours_constrained", "ours_legacy", *(m for m in (INT8, WIDE) if m in results)):
         reference = reference_baseline(name, args)
         results[name]["speedup_vs"] = reference
         results[name]["speedup_vs_baseline"] = results[name]["cells_per_s"] / results[reference]["cells_per_s"]
@@ -539,6 +559,12 @@ def _table(report: dict) -> str:
             f"baseline vs legacy ({a['dtype']}): labels equal {100 * a['labels_equal_fraction']:.0f}%, "
             f"embedding max |diff| {a['embedding_max_abs_diff']:.1e}"
         )
+        if "wide_batches_labels_equal_fraction" in a:
+            lines.append(
+                f"{'':<11} token budget vs {WIDE}: "
+                f"{run['methods']['ours_constrained']['speedup_vs_wide_batches']:.2f}x cells/s, labels equal "
+                f"{100 * a['wide_batches_labels_equal_fraction']:.1f}%"
+            )
         if "int8_vs_fp32_labels_equal_fraction" in a:
             int8 = run["methods"][INT8]
             lines.append(
@@ -628,7 +654,13 @@ def main(argv: list[str] | None = None) -> None:
         help="only: train each preset EPOCHS epochs on PBMC, then int8 vs fp32 labels, embeddings and speed",
     )
     p.add_argument("--out", type=Path, default=HERE / "results" / "annotation_throughput.json")
-    p.add_argument("--child", choices=(*METHODS, BASELINE_FP32, INT8), help=argparse.SUPPRESS)
+    p.add_argument(
+        "--wide-batches",
+        action="store_true",
+        help="also time annotate() with batch_size cells per pass whatever their length (the token budget of "
+        "accelerators; the CPU's default before its own budget)",
+    )
+    p.add_argument("--child", choices=(*METHODS, BASELINE_FP32, INT8, WIDE), help=argparse.SUPPRESS)
     p.add_argument("--child-inputs", help=argparse.SUPPRESS)
     p.add_argument("--child-n-cells", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -674,6 +706,7 @@ def main(argv: list[str] | None = None) -> None:
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         },
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("child")},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from scmulan.model._inference import DecodingRecipe, decode_cells
 from scmulan.sentence import CellSource
@@ -47,3 +48,29 @@ def test_int8_decoding_agrees_with_fp32(trained, query):
     assert agreement >= 0.95  # a barely trained model has near-ties; the benchmark reports the figure at scale
     np.testing.assert_allclose(int8["confidence"], fp32["confidence"], atol=0.1)
     assert all(type(m).__name__ == "Linear" for m in trained.module.modules() if "Linear" in type(m).__name__)
+
+
+def test_the_cpu_budget_shrinks_with_the_width_and_accelerators_keep_theirs():
+    from scmulan.model._inference import ACCELERATOR_MAX_TOKENS, decoding_token_budget
+
+    assert decoding_token_budget("cpu", 64) == 8192
+    assert decoding_token_budget("cpu", 128) == 4096
+    assert decoding_token_budget("cpu", 1120) == 468  # about one scMulan-v1 prompt per batch
+    assert decoding_token_budget("cpu", 10**9) == 1  # never below one token: a batch still holds one cell
+    assert decoding_token_budget("cuda", 64) == decoding_token_budget("cuda:1", 1120) == ACCELERATOR_MAX_TOKENS
+
+
+def test_decoding_on_the_cpu_uses_its_budget_by_default(trained, source, monkeypatch):
+    from scmulan.model import _inference
+
+    seen = []
+    batches = _inference.length_batches
+    monkeypatch.setattr(
+        _inference, "length_batches", lambda *a, **kw: seen.append(kw["max_tokens"]) or batches(*a, **kw)
+    )
+    cpu = torch.device("cpu")
+    auto = _decode(trained, source, device=cpu)
+    assert seen
+    assert set(seen) == {_inference.decoding_token_budget(cpu, trained.config.n_embd)}
+    wide = _decode(trained, source, device=cpu, max_tokens=None)
+    assert np.array_equal(auto.tokens, wide.tokens)

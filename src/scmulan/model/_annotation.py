@@ -63,7 +63,8 @@ def annotate(
     use_metadata
         Put the metadata the query has (the model's registered ``obs`` columns) in the prompt.
     batch_size, device
-        Cells per forward pass; ``"auto"`` picks CUDA, MPS or CPU (bf16 autocast on CUDA).
+        At most this many cells per forward pass (on a CPU fewer when their prompts are long: smaller batches run
+        faster there, see the performance guide); ``"auto"`` picks CUDA, MPS or CPU (bf16 autocast on CUDA).
     return_embedding
         Also return the hidden state at the first decoded cell type (``(n_cells, width)``).
     progress

@@ -33,6 +33,38 @@ if TYPE_CHECKING:
     from scmulan.vocab import Vocabulary
 
 
+#: On a CPU, the widest activation of one batch (the MLP's ``4 x width`` float32 values per padded prompt token) is
+#: kept near this size: bigger batches are slower there, not faster (annotation of ~610-token prompts ran 2.1-2.5x
+#: faster than in batches of 64 cells at the ``tiny``, ``small`` and ``base`` widths: benchmarks/README.md, "Batch
+#: size on a CPU").
+CPU_ACTIVATION_BYTES = 8 * 2**20
+#: On an accelerator, padded prompt tokens per batch (memory stays flat whatever the prompt lengths).
+ACCELERATOR_MAX_TOKENS = 65536
+
+
+def decoding_token_budget(device: torch.device | str, n_embd: int) -> int:
+    """Padded prompt tokens per decoding batch on ``device`` for a network ``n_embd`` wide.
+
+    On a CPU, ``CPU_ACTIVATION_BYTES / (16 * n_embd)`` (8,192 tokens at width 64, 4,096 at 128, 468 at 1,120), so
+    that the batch's activations stay in the caches and are not handed back to the system and faulted in again at
+    every layer; elsewhere ``ACCELERATOR_MAX_TOKENS``. A batch holds at least one cell whatever its length.
+
+    Parameters
+    ----------
+    device
+        Where the network runs.
+    n_embd
+        The network's width.
+
+    Returns
+    -------
+    The budget in padded tokens.
+    """
+    if torch.device(device).type != "cpu":
+        return ACCELERATOR_MAX_TOKENS
+    return max(1, CPU_ACTIVATION_BYTES // (4 * 4 * n_embd))
+
+
 @dataclass
 class Decoded:
     """Greedy decoding results for ``n`` cells (``S`` steps)."""
@@ -155,7 +187,7 @@ def decode_cells(
     chunk_size: int = 4096,
     device: torch.device | None = None,
     progress: bool = True,
-    max_tokens: int | None = 65536,
+    max_tokens: int | Literal["auto"] | None = "auto",
     quantize: bool = False,
 ) -> Decoded:
     """Greedy decoding of ``recipe`` for every cell of ``source``, in length-sorted right-padded batches.
@@ -173,14 +205,15 @@ def decode_cells(
     layout
         The model's sentence layout (prompt token, gene budget and order).
     batch_size, chunk_size
-        Cells per forward pass, and cells read and length-bucketed together.
+        At most this many cells per forward pass (see ``max_tokens``), and cells read and length-bucketed together.
     device
         Where to run (default: the network's device).
     progress
         Show a progress bar.
     max_tokens
         At most this many padded prompt tokens per batch (fewer cells in batches of long prompts), so memory stays
-        flat whatever the prompt lengths; ``None``: ``batch_size`` cells always.
+        flat whatever the prompt lengths; ``"auto"``: :func:`decoding_token_budget` (few on a CPU, where smaller
+        batches run faster); ``None``: ``batch_size`` cells always.
     quantize
         On the CPU, run an int8 copy of the network (dynamic quantisation of every ``nn.Linear``, weights int8 and
         activations quantised per batch): faster matrix products at a small cost in precision (see the
@@ -188,6 +221,8 @@ def decode_cells(
     """
     device = device or net.device
     net = net.to(device).eval()
+    if max_tokens == "auto":
+        max_tokens = decoding_token_budget(device, net.config.n_embd)
     if quantize and torch.device(device).type == "cpu":
         net = quantized(net)
     n, C, n_steps, embedding = source.n_obs, net.config.n_embd, recipe.n_steps, recipe.embedding

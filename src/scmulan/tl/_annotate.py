@@ -69,7 +69,7 @@ def annotate(
     use_metadata
         Give the model the metadata columns the query has (those the model was trained with).
     batch_size
-        Cells per forward pass.
+        At most this many cells per forward pass (fewer on a CPU when prompts are long).
     device
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``…
     mod
