@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 
 #: On a CPU, the widest activation of one batch (the MLP's ``4 x width`` float32 values per padded prompt token) is
 #: kept near this size: bigger batches are slower there, not faster (annotation of ~610-token prompts ran 2.1-2.5x
-#: faster than in batches of 64 cells at the ``tiny``, ``small`` and ``base`` widths: benchmarks/README.md, "Batch
-#: size on a CPU").
+#: faster than in batches of 64 cells at the ``tiny``, ``small`` and ``base`` widths, 1.4x than in batches of 4 at
+#: scMulan-v1's: benchmarks/README.md, "Batch size on a CPU").
 CPU_ACTIVATION_BYTES = 8 * 2**20
 #: On an accelerator, padded prompt tokens per batch (memory stays flat whatever the prompt lengths).
 ACCELERATOR_MAX_TOKENS = 65536
