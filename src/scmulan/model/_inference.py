@@ -46,8 +46,9 @@ def decoding_token_budget(device: torch.device | str, n_embd: int) -> int:
     """Padded prompt tokens per decoding batch on ``device`` for a network ``n_embd`` wide.
 
     On a CPU, ``CPU_ACTIVATION_BYTES / (16 * n_embd)`` (8,192 tokens at width 64, 4,096 at 128, 468 at 1,120), so
-    that the batch's activations stay in the caches and are not handed back to the system and faulted in again at
-    every layer; elsewhere ``ACCELERATOR_MAX_TOKENS``. A batch holds at least one cell whatever its length.
+    that the batch's activations stay small (larger ones fall out of the caches and, above the C allocator's mapping
+    threshold, are mapped afresh from the system at every layer); elsewhere ``ACCELERATOR_MAX_TOKENS``. A batch holds
+    at least one cell whatever its length.
 
     Parameters
     ----------
