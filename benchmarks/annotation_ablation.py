@@ -88,6 +88,7 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
         {"tasks": ("generation", "annotation"), "task_weights": (1.0, 3.0)},
     ),
     "ann10": ({}, {"task_loss_weights": (1.0, 10.0, 1.0)}, {}),
+    "gen2": ({}, {"task_loss_weights": (2.0, 1.0, 1.0)}, {}),  # generation twice annotation's share
     "ann3_v03": ({}, {"value_weight": 0.3}, {}),
     "smooth01": ({}, {"label_smoothing": 0.1}, {}),  # label smoothing 0.1 at the label positions
 }
