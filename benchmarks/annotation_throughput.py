@@ -77,6 +77,8 @@ INT8 = "ours_int8"  # --int8: annotate(quantize=True), the CPU's opt-in int8 pat
 # --wide-batches: ours_constrained with the accelerators' token budget on the CPU too (batch_size cells per pass, as
 # before the CPU budget of scmulan.model._inference.decoding_token_budget)
 WIDE = "ours_wide_batches"
+# --aten-gelu: ours_constrained with torch's own tanh-GELU kernel at inference (before scmulan.nn.model.tanh_gelu)
+ATEN_GELU = "ours_aten_gelu"
 
 
 # ---------------------------------------------------------------------------- memory
@@ -224,8 +226,10 @@ def build_inputs(args, preset: str, workdir: Path) -> dict:
 def methods(args) -> tuple[str, ...]:
     """The methods of a run: with ``--dtype bf16`` also the fp32 baseline (the reference of ``ours_legacy``); with
     ``--int8`` also ``ours_int8`` (``annotate(quantize=True)``: int8 dynamic quantisation of the linear layers, CPU)."""
-    extra = ((INT8,) if getattr(args, "int8", False) else ()) + (
-        (WIDE,) if getattr(args, "wide_batches", False) else ()
+    extra = (
+        ((INT8,) if getattr(args, "int8", False) else ())
+        + ((WIDE,) if getattr(args, "wide_batches", False) else ())
+        + ((ATEN_GELU,) if getattr(args, "aten_gelu", False) else ())
     )
     return METHODS + extra + ((BASELINE_FP32,) if args.dtype == "bf16" else ())
 
@@ -312,6 +316,15 @@ def run_method(name: str, model, adata, prompts, args, device):
 
         wide = 16 * model.module.config.n_embd * _inference.ACCELERATOR_MAX_TOKENS
         with mock.patch.object(_inference, "CPU_ACTIVATION_BYTES", wide):
+            return run_method("ours_constrained", model, adata, prompts, args, device)
+    if name == ATEN_GELU:
+        from unittest import mock
+
+        import torch.nn.functional as F
+
+        from scmulan.nn import model as network
+
+        with mock.patch.object(network, "tanh_gelu", lambda x: F.gelu(x, approximate="tanh")):
             return run_method("ours_constrained", model, adata, prompts, args, device)
     labels, embedding = model.annotate(
         adata,
@@ -463,27 +476,32 @@ def bench_preset(args, preset: str, workdir: Path, peak_flops: dict[str, float])
     with precision(device, args.dtype):
         for name in methods(args):  # warm-up (first-call costs: allocator, kernels, lazy imports)
             run_method(name, model, adata[:8].copy(), prompts[:8], args, device)
-        for name in methods(args):
-            cells = adata[:n_base].copy() if name.startswith("baseline") else adata
-            best = float("inf")
-            for _ in range(max(1, args.repeats)):
+        # the methods alternate within each repetition, so that a change of load on a shared machine reaches them alike
+        cells_of = {name: adata[:n_base].copy() if name.startswith("baseline") else adata for name in methods(args)}
+        best = dict.fromkeys(methods(args), float("inf"))
+        for _ in range(max(1, args.repeats)):
+            for name, cells in cells_of.items():
                 _sync(device)
                 t0 = time.perf_counter()
                 outputs[name] = run_method(name, model, cells, prompts[: cells.n_obs], args, device)
                 _sync(device)
-                best = min(best, time.perf_counter() - t0)
+                best[name] = min(best[name], time.perf_counter() - t0)
+        for name, cells in cells_of.items():
             n = cells.n_obs
-            steps = 3 if name not in ("ours_constrained", WIDE) else max(2, len(model.annotation_fields))
+            constrained = name in ("ours_constrained", WIDE, ATEN_GELU)
+            steps = max(2, len(model.annotation_fields)) if constrained else 3
             tokens = lengths[:n].sum() + steps * n  # prompt tokens + decoded tokens
             flops = model_flops(model.module.config, lengths[:n], steps)
             results[name] = {
                 "dtype": method_dtype(name, args),
                 "n_cells": int(n),
-                "seconds": best,
-                "cells_per_s": n / best,
-                "tokens_per_s": float(tokens / best),
-                "model_tflops_per_s": flops / best / 1e12,
-                "fraction_of_matmul_peak": flops / best / peak_flops.get(method_dtype(name, args), peak_flops["fp32"]),
+                "seconds": best[name],
+                "cells_per_s": n / best[name],
+                "tokens_per_s": float(tokens / best[name]),
+                "model_tflops_per_s": flops / best[name] / 1e12,
+                "fraction_of_matmul_peak": flops
+                / best[name]
+                / peak_flops.get(method_dtype(name, args), peak_flops["fp32"]),
             }
     # the baseline is the original algorithm: it must agree with the legacy mode (both fp32) on the cells it ran
     ours_labels, ours_emb = outputs["ours_legacy"]
@@ -511,7 +529,15 @@ def bench_preset(args, preset: str, workdir: Path, peak_flops: dict[str, float])
         agreement["wide_batches_labels_equal_fraction"] = float(
             np.mean(outputs[WIDE][0] == outputs["ours_constrained"][0])
         )
-    for name in ("ours_constrained", "ours_legacy", *(m for m in (INT8, WIDE) if m in results)):
+    if ATEN_GELU in results:  # the same decoding with torch's tanh-GELU kernel
+        results["ours_constrained"]["speedup_vs_aten_gelu"] = (
+            results["ours_constrained"]["cells_per_s"] / results[ATEN_GELU]["cells_per_s"]
+        )
+        agreement["aten_gelu_labels_equal_fraction"] = float(
+            np.mean(outputs[ATEN_GELU][0] == outputs["ours_constrained"][0])
+        )
+        agreement["aten_gelu_min_embedding_cosine"] = _min_cosine(outputs[ATEN_GELU][1], outputs["ours_constrained"][1])
+    for name in ("ours_constrained", "ours_legacy", *(m for m in (INT8, WIDE, ATEN_GELU) if m in results)):
         reference = reference_baseline(name, args)
         results[name]["speedup_vs"] = reference
         results[name]["speedup_vs_baseline"] = results[name]["cells_per_s"] / results[reference]["cells_per_s"]
@@ -564,6 +590,13 @@ def _table(report: dict) -> str:
                 f"{'':<11} token budget vs {WIDE}: "
                 f"{run['methods']['ours_constrained']['speedup_vs_wide_batches']:.2f}x cells/s, labels equal "
                 f"{100 * a['wide_batches_labels_equal_fraction']:.1f}%"
+            )
+        if "aten_gelu_labels_equal_fraction" in a:
+            lines.append(
+                f"{'':<11} tanh_gelu vs {ATEN_GELU}: "
+                f"{run['methods']['ours_constrained']['speedup_vs_aten_gelu']:.2f}x cells/s, labels equal "
+                f"{100 * a['aten_gelu_labels_equal_fraction']:.1f}%, min embedding cosine "
+                f"{a['aten_gelu_min_embedding_cosine']:.6f}"
             )
         if "int8_vs_fp32_labels_equal_fraction" in a:
             int8 = run["methods"][INT8]
@@ -660,7 +693,13 @@ def main(argv: list[str] | None = None) -> None:
         help="also time annotate() with batch_size cells per pass whatever their length (the token budget of "
         "accelerators; the CPU's default before its own budget)",
     )
-    p.add_argument("--child", choices=(*METHODS, BASELINE_FP32, INT8, WIDE), help=argparse.SUPPRESS)
+    p.add_argument(
+        "--aten-gelu",
+        action="store_true",
+        help="also time annotate() with torch's own tanh-GELU kernel (F.gelu) instead of scmulan's x * sigmoid(2u) "
+        "at CPU inference",
+    )
+    p.add_argument("--child", choices=(*METHODS, BASELINE_FP32, INT8, WIDE, ATEN_GELU), help=argparse.SUPPRESS)
     p.add_argument("--child-inputs", help=argparse.SUPPRESS)
     p.add_argument("--child-n-cells", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
