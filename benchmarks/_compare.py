@@ -299,6 +299,19 @@ def logreg_fit(X_train: np.ndarray, y_train, *, C: float = 1.0, seed: int = 0):
     return model.fit(X_train, np.asarray(y_train, dtype=str))
 
 
+def prior_corrected_predict(classifier, X_test: np.ndarray, y_train, tau: float) -> np.ndarray:
+    """A fitted probabilistic classifier's labels after removing ``tau`` times the log frequency of each class among
+    the training labels from its log-probabilities: the rule of scmulan's ``annotate(prior_correction=tau)``
+    (post-hoc logit adjustment; ``tau=0`` is ``classifier.predict``), so a peer gets the same decision rule."""
+    classes = np.asarray(classifier.classes_, dtype=str)
+    if tau == 0:
+        return classes[classifier.predict_proba(X_test).argmax(1)]
+    y_train = np.asarray(y_train, dtype=str)
+    log_freq = np.log(np.array([(y_train == c).mean() for c in classes]))
+    log_p = np.log(np.clip(classifier.predict_proba(X_test), 1e-300, None))
+    return classes[(log_p - tau * log_freq).argmax(1)]
+
+
 def pca_fit(X_train: np.ndarray, n_comps: int = 50, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
     """``scanpy.pp.pca`` on the training cells (log-normalised); returns a projection for any cells."""
     import anndata as ad

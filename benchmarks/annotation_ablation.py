@@ -109,8 +109,12 @@ def run(args) -> dict:
         }
         X_train, X_test = C.dense(ref.X), C.dense(test.X)
         for lv, key in (("fine", "cell_type"), ("coarse", "coarse_cell_type")):
-            pred = C.logreg_fit(X_train, ref.obs[key].astype(str).to_numpy(), seed=seed).predict(X_test)
-            rows.append({"seed": seed, "variant": "logreg", "level": lv, **_scores(truth[lv], pred)})
+            y_train = ref.obs[key].astype(str).to_numpy()
+            logreg = C.logreg_fit(X_train, y_train, seed=seed)
+            for tau in args.prior_correction:  # the peer gets scmulan's decision rule too
+                pred = C.prior_corrected_predict(logreg, X_test, y_train, tau)
+                label = "logreg" if tau == 0 else f"logreg prior_correction={tau:g}"
+                rows.append({"seed": seed, "variant": label, "level": lv, **_scores(truth[lv], pred)})
         for name in args.variants:
             scmulan.SCMULAN.setup_anndata(ref, coarse_cell_type_key="coarse_cell_type", cell_type_key="cell_type")
             network, plan, train_kwargs = VARIANTS[name]
@@ -305,7 +309,8 @@ def main() -> None:
         type=float,
         nargs="+",
         default=[0.0],
-        help="annotate with each of these annotate(prior_correction=...) values (one row each; default: 0)",
+        help="annotate with each of these annotate(prior_correction=...) values, and decide the logistic "
+        "regression's labels by the same rule (one row each; default: 0)",
     )
     parser.add_argument(
         "--decoding",

@@ -65,6 +65,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -225,7 +226,9 @@ def build_inputs(args, preset: str, workdir: Path) -> dict:
 
 def methods(args) -> tuple[str, ...]:
     """The methods of a run: with ``--dtype bf16`` also the fp32 baseline (the reference of ``ours_legacy``); with
-    ``--int8`` also ``ours_int8`` (``annotate(quantize=True)``: int8 dynamic quantisation of the linear layers, CPU)."""
+    ``--int8`` also ``ours_int8`` (``annotate(quantize=True)``: int8 dynamic quantisation of the linear layers, CPU);
+    with ``--wide-batches`` also ``ours_wide_batches`` (the CPU token budget raised to the accelerators' one); with
+    ``--aten-gelu`` also ``ours_aten_gelu`` (torch's tanh-GELU kernel instead of ``scmulan.nn.model.tanh_gelu``)."""
     extra = (
         ((INT8,) if getattr(args, "int8", False) else ())
         + ((WIDE,) if getattr(args, "wide_batches", False) else ())
@@ -310,16 +313,12 @@ def run_method(name: str, model, adata, prompts, args, device):
     if name in ("baseline", BASELINE_FP32):
         return run_baseline(model, prompts, device, method_dtype(name, args))
     if name == WIDE:
-        from unittest import mock
-
         from scmulan.model import _inference
 
         wide = 16 * model.module.config.n_embd * _inference.ACCELERATOR_MAX_TOKENS
         with mock.patch.object(_inference, "CPU_ACTIVATION_BYTES", wide):
             return run_method("ours_constrained", model, adata, prompts, args, device)
     if name == ATEN_GELU:
-        from unittest import mock
-
         import torch.nn.functional as F
 
         from scmulan.nn import model as network
