@@ -80,7 +80,7 @@ def annotate(
         annotation embedding's distance to the reference types).
     quantize
         On the CPU, decode with an int8 copy of the transformer blocks (dynamic quantisation of their linear
-        layers; the heads stay float32): 2.4x faster at the `base` size, little gain for `tiny` and `small`;
+        layers; the heads stay float32): 1.5x faster at the `base` size, 1.0-1.2x for `tiny` and `small`;
         labels agreed with float32 on over 99 % of the cells of trained networks (see the performance guide).
     prior_correction
         Remove ``prior_correction`` times the log frequency of each cell type among the training cells from the
