@@ -267,6 +267,8 @@ SAMPLING_KEYS = {
     "top_p": float,
     "gamma": float,
     "guidance": float,
+    "level_guidance": float,
+    "guidance_steps": int,
     "gene_counts": str,
     "debin": str,
 }

@@ -111,6 +111,22 @@ def test_guidance_is_on_by_default_for_a_condition_and_changes_the_cells(trained
     assert unconditional.uns["scmulan_generate"]["params"]["guidance"] == 1.0  # nothing to guide towards
 
 
+def test_level_guidance_changes_the_levels_not_the_genes_and_guidance_steps_the_genes(trained, fine_type):
+    common = {"n_cells": 10, "seed": 0, "progress": False}
+    plain = trained.generate({"cell_type": fine_type}, **common)
+    guided = trained.generate({"cell_type": fine_type}, level_guidance=2.0, **common)
+    params = guided.uns["scmulan_generate"]["params"]
+    assert params["level_guidance"] == 2.0
+    assert params["guidance_steps"] == -1  # every gene
+    assert (guided.layers["levels"] != plain.layers["levels"]).nnz > 0
+    # as many genes per cell either way (drawn from the reference's gene counts)
+    assert np.array_equal(guided.obs["n_genes"].to_numpy(), plain.obs["n_genes"].to_numpy())
+    early = trained.generate({"cell_type": fine_type}, guidance_steps=0, **common)
+    unguided = trained.generate({"cell_type": fine_type}, guidance=1.0, **common)
+    assert (early.layers["levels"] != unguided.layers["levels"]).nnz == 0  # guided at no draw: as without guidance
+    assert early.uns["scmulan_generate"]["params"]["guidance_steps"] == 0
+
+
 def test_top_p_filters_and_is_recorded(trained, fine_type):
     narrow = trained.generate({"cell_type": fine_type}, 10, seed=0, top_p=0.05, progress=False)
     wide = trained.generate({"cell_type": fine_type}, 10, seed=0, progress=False)
@@ -134,6 +150,10 @@ def test_gene_prompts_count_towards_the_drawn_gene_count(trained, fine_type):
         ({"top_p": 0.0}, r"`top_p` must be None \(no filtering\) or a number in \(0, 1\]"),
         ({"legacy": True, "gene_counts": "reference"}, "use gene_counts='model'"),
         ({"legacy": True, "guidance": 2.0}, "use guidance=1"),
+        ({"level_guidance": -0.5}, r"`level_guidance` must be a number >= 0"),
+        ({"legacy": True, "level_guidance": 2.0}, "use level_guidance=1"),
+        ({"guidance_steps": -1}, r"`guidance_steps` must be an integer >= 0"),
+        ({"guidance_steps": 2.5}, r"`guidance_steps` must be an integer >= 0"),
     ],
 )
 def test_bad_generation_options_are_refused_with_the_fix(trained, fine_type, kwargs, match):

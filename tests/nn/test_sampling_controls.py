@@ -186,3 +186,78 @@ def test_level_temperature_defaults_to_temperature_and_a_cold_one_takes_the_like
     assert torch.equal(cold.levels[is_gene, 0], likeliest[is_gene].clamp(1, 10))
     with pytest.raises(ValueError, match="level_temperature"):
         run(level_temperature=0.0)
+
+
+# ---------------------------------------------------------------------------- level_guidance, guidance_steps
+
+
+def test_level_guidance_samples_levels_from_the_guided_level_logits():
+    net = _next_net()
+    ids, levels = H.random_cells(1, V, min_len=4, max_len=4, seed=11, distinct=True)[0]
+    u_ids, u_levels = ids[-1:], levels[-1:]
+    gene = int(next(e for e in range(1, V) if e not in ids.tolist()))
+    only = torch.zeros(V, dtype=torch.bool)
+    only[gene] = True  # one drawable entity: every row draws `gene`, so its level law is the one to check
+    w = 2.0
+    with torch.inference_mode():
+        c = net.level_logits(net(ids[None], levels[None])[:, -1], torch.tensor([gene]))[0].float()
+        u = net.level_logits(net(u_ids[None], u_levels[None])[:, -1], torch.tensor([gene]))[0].float()
+    expected = torch.softmax(u + w * (c - u), -1)  # level k is column k - 1
+    n = 4000
+    out = sample_decode(
+        net,
+        *_repeat(ids, levels, n),
+        None,
+        1,
+        candidates=only,
+        level_guidance=w,
+        unconditional=(*_repeat(u_ids, u_levels, n), None),
+        generator=torch.Generator().manual_seed(7),
+    )
+    assert (out.tokens[:, 0] == gene).all()
+    freq = torch.bincount(out.levels[:, 0] - 1, minlength=10).float() / n
+    assert ((freq - expected).abs() <= 5 * torch.sqrt(expected * (1 - expected) / n) + 2e-3).all()
+    assert (expected - torch.softmax(c, -1)).abs().max() > 0.05  # the guidance did change the law
+
+
+def test_level_guidance_leaves_the_entities_alone_and_one_changes_nothing():
+    net = _next_net()
+    ids, levels, mask = H.left_pad(H.random_cells(64, V, min_len=3, max_len=6, seed=12))
+    uncond = (ids[:, -1:], levels[:, -1:], None)
+
+    def run(**kw):
+        return sample_decode(net, ids, levels, mask, 1, generator=torch.Generator().manual_seed(8), **kw)
+
+    plain = run()
+    same = run(level_guidance=1.0, unconditional=uncond)
+    assert torch.equal(plain.tokens, same.tokens)
+    assert torch.equal(plain.levels, same.levels)
+    guided = run(level_guidance=3.0, unconditional=uncond)
+    assert torch.equal(plain.tokens, guided.tokens)  # the first draw of each row is its entity, with the same law
+    assert not torch.equal(plain.levels, guided.levels)
+    with pytest.raises(ValueError, match="unconditional"):
+        run(level_guidance=2.0)
+    with pytest.raises(ValueError, match="level_guidance"):
+        run(level_guidance=-1.0, unconditional=uncond)
+
+
+def test_guidance_steps_guides_only_the_first_draws():
+    cells = H.random_cells(6, V, min_len=2, max_len=8, seed=13)
+    ids, levels, mask = H.left_pad(cells)
+    uncond = (ids[:, -1:], levels[:, -1:], None)
+
+    def run(**kw):
+        return sample_decode(NET, ids, levels, mask, 12, generator=torch.Generator().manual_seed(9), **kw)
+
+    plain, guided = run(), run(guidance=3.0, unconditional=uncond)
+    assert not torch.equal(plain.tokens, guided.tokens)
+    none = run(guidance=3.0, unconditional=uncond, guidance_steps=0)
+    assert torch.equal(none.tokens, plain.tokens)
+    assert torch.equal(none.lengths, plain.lengths)
+    every = run(guidance=3.0, unconditional=uncond, guidance_steps=12)
+    assert torch.equal(every.tokens, guided.tokens)
+    assert torch.equal(every.lengths, guided.lengths)
+    first = run(guidance=3.0, unconditional=uncond, guidance_steps=1)
+    assert torch.equal(first.tokens[:, 0], guided.tokens[:, 0])
+    with pytest.raises(ValueError, match="guidance_steps"):
+        run(guidance=3.0, unconditional=uncond, guidance_steps=-1)

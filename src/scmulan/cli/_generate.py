@@ -104,6 +104,20 @@ def register(commands: Any, *, parents: list[argparse.ArgumentParser]) -> None:
         "condition, 1.75 with a gene bag, else 1)",
     )
     sampling.add_argument(
+        "--level-guidance",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="classifier-free guidance of the generated levels (1: none; next-entity models only)",
+    )
+    sampling.add_argument(
+        "--guidance-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="guide only the first N genes of each cell (default: all)",
+    )
+    sampling.add_argument(
         "--gene-counts",
         choices=("reference", "model"),
         default=None,
@@ -180,6 +194,8 @@ def run_generate(args: argparse.Namespace) -> str:
         top_k=args.top_k,
         top_p=args.top_p,
         guidance=args.guidance,
+        level_guidance=args.level_guidance,
+        guidance_steps=args.guidance_steps,
         gene_counts=args.gene_counts,
         seed=args.seed,
         max_length=args.max_length,

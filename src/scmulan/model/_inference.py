@@ -351,6 +351,9 @@ class SamplingRecipe:
     guidance
         Classifier-free guidance weight (1: none): the entity logits are pushed from those of the same prompt without
         its metadata conditions towards those with them (:func:`scmulan.nn.sample_decode`).
+    level_guidance, guidance_steps
+        The same for the level logits of the drawn genes (1: none), and the number of first draws the entity logits
+        are guided at (``None``: all).
     seed
         Seed of the device's random generator (same seed, batch size and device: the same cells).
     legacy
@@ -363,6 +366,8 @@ class SamplingRecipe:
     gamma: float = 0.1
     top_p: float | None = None
     guidance: float = 1.0
+    level_guidance: float = 1.0
+    guidance_steps: int | None = None
     seed: int = 0
     legacy: bool = False
 
@@ -395,7 +400,7 @@ def generate_cells(
     n = conditions.shape[0]
     task_id = vocab.task_id(layout.prompt_token("generation"))
     sentences = layout.generation_prompts(task_id, conditions, prompt_genes)
-    guided = recipe.guidance != 1.0
+    guided = recipe.guidance != 1.0 or recipe.level_guidance != 1.0
     if guided:  # the same prompts without their metadata conditions
         unconditioned = layout.generation_prompts(task_id, np.full_like(conditions, -1), prompt_genes)
     legacy = recipe.legacy
@@ -434,6 +439,8 @@ def generate_cells(
                     gamma=recipe.gamma,
                     guidance=recipe.guidance,
                     unconditional=unconditional,
+                    level_guidance=recipe.level_guidance,
+                    guidance_steps=recipe.guidance_steps,
                     n_genes=None if n_genes is None else torch.as_tensor(n_genes[b], device=device),
                     generator=generator,
                     ban_seen="all_but_last" if legacy else "all",

@@ -53,6 +53,8 @@ def sample_decode(
     n_genes: Tensor | None = None,
     guidance: float = 1.0,
     unconditional: tuple[Tensor, Tensor, Tensor | None] | None = None,
+    level_guidance: float = 1.0,
+    guidance_steps: int | None = None,
     gamma: float = 1.0,
     generator: torch.Generator | None = None,
     ban_seen: Literal["all", "all_but_last"] = "all",
@@ -72,10 +74,11 @@ def sample_decode(
     ``n_genes``, a cell's length is set instead of sampled: ``<E>`` is banned until it has drawn ``n_genes`` new
     entities and certain right after. With ``unconditional`` prompts and ``guidance`` ``w != 1``, the entity logits
     are classifier-free guided, ``u + w (c - u)`` from the logits ``c`` given the prompt and ``u`` given the same
-    prompt without its condition (both continuations see the same drawn entities; the levels stay conditional). A cell stops at ``<E>`` or after ``max_new_tokens``; finished cells are dropped from the batch (and the
-    cache) once they are at least ``compact_fraction`` of it, so they stop costing compute. A cell with nothing left
-    to draw (every candidate already in its sentence, or only ``<E>`` left with ``gamma=0``) draws ``<E>``: it is
-    complete.
+    prompt without its condition (both continuations see the same drawn entities), at the first ``guidance_steps``
+    draws only when that is set; ``level_guidance`` does the same to the level head's logits of the drawn gene. A
+    cell stops at ``<E>`` or after ``max_new_tokens``; finished cells are dropped from the batch (and the cache) once
+    they are at least ``compact_fraction`` of it, so they stop costing compute. A cell with nothing left to draw
+    (every candidate already in its sentence, or only ``<E>`` left with ``gamma=0``) draws ``<E>``: it is complete.
 
     Parameters
     ----------
@@ -104,6 +107,11 @@ def sample_decode(
         Classifier-free guidance weight (1: none; > 1 pushes cells towards what the condition adds) and the
         ``(ids, levels, attention_mask)`` of the prompts without their condition (``(B, T')``, padded on the same
         side as ``ids``; e.g. the ``<generate>`` prompt alone). A model trained with context dropout has seen both.
+    level_guidance
+        Classifier-free guidance weight of the levels (1: none, the levels drawn given the condition alone; needs
+        ``unconditional`` and a network with a level head).
+    guidance_steps
+        Guide the entity logits at the first ``guidance_steps`` draws of each cell only (``None``: at every draw).
     generator
         Random generator on the device of ``ids``; a fixed seed reproduces the same cells on the same device.
     ban_seen
@@ -121,9 +129,18 @@ def sample_decode(
     if top_p is not None and not 0 < top_p <= 1:
         msg = f"`top_p` must be in (0, 1] (1 or None: no nucleus filter), got {top_p}."
         raise ValueError(msg)
-    guided = unconditional is not None and guidance != 1.0
+    guided = unconditional is not None and (guidance != 1.0 or level_guidance != 1.0)
     if guidance != 1.0 and unconditional is None:
         msg = f"`guidance={guidance}` needs the `unconditional` prompts to contrast with (or guidance=1: none)."
+        raise ValueError(msg)
+    if level_guidance != 1.0 and unconditional is None:
+        msg = f"`level_guidance={level_guidance}` needs the `unconditional` prompts (or level_guidance=1: none)."
+        raise ValueError(msg)
+    if not level_guidance >= 0:
+        msg = f"`level_guidance` must be >= 0 (1: none), got {level_guidance}."
+        raise ValueError(msg)
+    if guidance_steps is not None and not guidance_steps >= 0:
+        msg = f"`guidance_steps` must be >= 0 (None: guide every draw), got {guidance_steps}."
         raise ValueError(msg)
     if level_temperature is None:
         level_temperature = temperature
@@ -176,9 +193,10 @@ def sample_decode(
         b = active.shape[0]
         logits, values = net.heads(last)
         logits, values = logits.float(), values.float()  # (b, V)
-        if guided:
+        w = guidance if guidance_steps is None or step < guidance_steps else 1.0
+        if guided and w != 1.0:
             u_logits = net.heads(u_last)[0].float()
-            logits = u_logits + guidance * (logits - u_logits)
+            logits = u_logits + w * (logits - u_logits)
         seen = counts > 0
         if ban_seen == "all_but_last":
             seen = (counts - torch.nn.functional.one_hot(last_tok, V).to(torch.int32)) > 0
@@ -207,7 +225,11 @@ def sample_decode(
         tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (b,)
         rows = torch.arange(b, device=device)
         if sample_levels:  # the level head's distribution for the chosen gene (level k is column k - 1)
-            level_probs = torch.softmax(net.level_logits(last, tok).float() / level_temperature, dim=-1)
+            level_logits = net.level_logits(last, tok).float()
+            if guided and level_guidance != 1.0:
+                u_level = net.level_logits(u_last, tok).float()
+                level_logits = u_level + level_guidance * (level_logits - u_level)
+            level_probs = torch.softmax(level_logits / level_temperature, dim=-1)
             lvl = (torch.multinomial(level_probs, 1, generator=generator).squeeze(1) + 1).clamp(lo, hi)
         else:
             lvl = values[rows, tok].round().clamp(lo, hi).long()
@@ -225,8 +247,8 @@ def sample_decode(
         counts[rows, tok] += 1
         last_tok = tok
         last = net(tok[:, None], lvl[:, None], None, cache)[:, -1]
-        if guided:
-            u_last = net(tok[:, None], lvl[:, None], None, u_cache)[:, -1]
+        if guided and (level_guidance != 1.0 or guidance_steps is None or step + 1 < guidance_steps):
+            u_last = net(tok[:, None], lvl[:, None], None, u_cache)[:, -1]  # not after the guided draws: unused
         n_dead = b - n_alive
         if n_dead and n_dead >= max(1, int(compact_fraction * b)):
             keep = alive.nonzero().squeeze(1)

@@ -26,6 +26,8 @@ def generate(
     top_k: int | None = None,
     top_p: float | None = None,
     guidance: float | None = None,
+    level_guidance: float = 1.0,
+    guidance_steps: int | None = None,
     gene_counts: Literal["reference", "model"] | None = None,
     seed: int = 0,
     max_length: int | None = None,
@@ -61,6 +63,10 @@ def generate(
     guidance
         Classifier-free guidance weight towards the conditions (1: none). ``None``: 1.5 for models trained with the
         next-entity objective when a condition is given (1.75 with a gene bag), else 1.
+    level_guidance
+        The same guidance for the levels of the drawn genes (1: none; next-entity models only).
+    guidance_steps
+        Guide only the first ``guidance_steps`` genes of each cell (``None``: all).
     gene_counts
         ``"reference"``: each cell's number of genes is drawn from training cells of its condition; ``"model"``:
         the model's stop decides. ``None``: ``"reference"`` for models that recorded their training cells' gene
@@ -91,6 +97,8 @@ def generate(
         top_k=top_k,
         top_p=top_p,
         guidance=guidance,
+        level_guidance=level_guidance,
+        guidance_steps=guidance_steps,
         gene_counts=gene_counts,
         seed=seed,
         max_length=max_length,
