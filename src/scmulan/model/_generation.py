@@ -98,7 +98,7 @@ def generate(
     level_guidance
         Classifier-free guidance weight of the levels of the drawn genes (1: none, the levels are drawn given the
         conditions alone), for next-entity models. At 1.75 with the gene bag's default guidance it raised type
-        recovery by 0.012 at an equal two-sample test (``benchmarks/README.md``, "Guiding the levels"); off by
+        recovery by 0.012 at a similar two-sample test (``benchmarks/README.md``, "Guiding the levels"); off by
         default.
     guidance_steps
         Guide the entity logits at the first ``guidance_steps`` genes of each cell only, then sample given the
@@ -347,10 +347,8 @@ def _check_guidance(guidance: float, legacy: bool) -> None:
 def _check_level_guidance(
     level_guidance: float, guidance_steps: int | None, *, next_entity: bool, legacy: bool
 ) -> None:
-    if isinstance(level_guidance, bool) or not isinstance(level_guidance, int | float | np.number):
-        msg = f"`level_guidance` must be a number >= 0 (1: none), got {level_guidance!r}."
-        raise ValueError(msg)
-    if not level_guidance >= 0:
+    is_number = not isinstance(level_guidance, bool) and isinstance(level_guidance, int | float | np.number)
+    if not is_number or not level_guidance >= 0:
         msg = f"`level_guidance` must be a number >= 0 (1: none), got {level_guidance!r}."
         raise ValueError(msg)
     if level_guidance != 1.0 and not next_entity:
