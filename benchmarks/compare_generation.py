@@ -270,6 +270,7 @@ SAMPLING_KEYS = {
     "level_guidance": float,
     "guidance_steps": int,
     "gene_counts": str,
+    "redraws": int,
     "debin": str,
 }
 
@@ -380,6 +381,10 @@ def run_split(args, data, seed: int) -> dict:
             "sampling": options,
             "generated_genes_per_cell": float(np.mean([(g[0] > 0).sum(1).mean() for g in generated_sets[name]])),
             "ended_fraction": float(generated.obs["ended"].mean()),
+            # cells the model's own annotation confirmed as the requested type (generate(redraws=...) > 0 only)
+            "type_confirmed_fraction": float(generated.obs["type_confirmed"].mean())
+            if "type_confirmed" in generated.obs
+            else None,
             "generation_seconds": (time.perf_counter() - t0) / args.repeats,
         }
         C.log(f"seed {seed}: {name}: {len(X_gen)} cells in {gen_info[name]['generation_seconds']:.0f} s")

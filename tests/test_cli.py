@@ -182,13 +182,15 @@ def test_generate_passes_the_sampling_defaults_and_their_overrides(capsys, model
     assert run(capsys, *base, *overrides, "-o", former)[0] == 0
     params = ad.read_h5ad(default).uns["scmulan_generate"]["params"]
     assert (params["guidance"], params["gene_counts"]) == (1.5, "reference")
-    assert (params["level_guidance"], params["guidance_steps"]) == (1.0, -1)
+    assert (params["level_guidance"], params["guidance_steps"], params["redraws"]) == (1.0, -1, 2)
     params = ad.read_h5ad(former).uns["scmulan_generate"]["params"]
     assert (params["guidance"], params["gene_counts"], params["top_p"]) == (1.0, "model", 0.9)
     levels = tmp_path / "levels.h5ad"
-    assert run(capsys, *base, "--level-guidance", "1.75", "--guidance-steps", "20", "-o", levels)[0] == 0
+    options = ["--level-guidance", "1.75", "--guidance-steps", "20", "--redraws", "0"]
+    assert run(capsys, *base, *options, "-o", levels)[0] == 0
     params = ad.read_h5ad(levels).uns["scmulan_generate"]["params"]
-    assert (params["level_guidance"], params["guidance_steps"]) == (1.75, 20)
+    assert (params["level_guidance"], params["guidance_steps"], params["redraws"]) == (1.75, 20, 0)
+    assert "type_confirmed" not in ad.read_h5ad(levels).obs
     code, _, stderr = run(capsys, *base, "--gene-counts", "real", "-o", tmp_path / "bad.h5ad")
     assert code == 2
     assert "invalid choice: 'real'" in stderr

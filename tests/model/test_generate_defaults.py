@@ -136,7 +136,7 @@ def test_top_p_filters_and_is_recorded(trained, fine_type):
 
 def test_gene_prompts_count_towards_the_drawn_gene_count(trained, fine_type):
     gene = trained.vocab.genes[0]
-    common = {"n_cells": 12, "seed": 4, "progress": False, "guidance": 1.0}
+    common = {"n_cells": 12, "seed": 4, "progress": False, "guidance": 1.0, "redraws": 0}
     held = trained.generate({"cell_type": fine_type}, gene_prompts={gene: 9}, **common)
     free = trained.generate({"cell_type": fine_type}, **common)
     assert np.array_equal(held.obs["n_genes"].to_numpy(), np.maximum(free.obs["n_genes"].to_numpy(), 1))

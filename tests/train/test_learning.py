@@ -14,6 +14,7 @@ import scmulan
 
 pytestmark = pytest.mark.slow
 FIELDS = ["organ", "region", "coarse_cell_type", "cell_type", "sex", "age", "technology", "disease"]
+LEVELS = {"coarse": "coarse_cell_type", "fine": "cell_type"}  # annotate's columns and the fields they label
 
 
 def _accuracy(truth, pred):
@@ -119,3 +120,32 @@ def test_pbmc_held_out_annotation_above_majority():
     fine, fine_majority = _accuracy(test.obs["cell_type"], labels["fine"])
     assert coarse >= coarse_majority + 0.3, (coarse, coarse_majority)
     assert fine >= fine_majority + 0.15, (fine, fine_majority)
+
+
+def test_redrawing_keeps_the_confirmed_cells_and_confirms_more(pretrained):
+    model, test, _ = pretrained
+    fine = list(test.obs["cell_type"].cat.categories)
+    coarse = [test.obs.loc[test.obs["cell_type"] == t, "coarse_cell_type"].astype(str).iloc[0] for t in fine]
+    asked = {"coarse_cell_type": coarse, "cell_type": fine}
+    once = model.generate(asked, 20, seed=2, redraws=0, progress=False)
+    redrawn = model.generate(asked, 20, seed=2, redraws=3, progress=False)
+
+    def confirmed(cells) -> np.ndarray:  # the model's own annotation returns both requested types
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # de-binned values are not counts; annotate says so
+            labels = model.annotate(cells, progress=False, calibrated=False)
+        same = [labels[c].astype(str).to_numpy() == cells.obs[f].astype(str).to_numpy() for c, f in LEVELS.items()]
+        return same[0] & same[1]
+
+    first = confirmed(once)
+    assert 0.05 < first.mean() < 0.95, first.mean()  # both kinds in the first draw
+    flag = redrawn.obs["type_confirmed"].to_numpy()
+    assert np.array_equal(flag, confirmed(redrawn))  # the flag is what annotating the returned cells gives
+    assert flag.mean() >= first.mean() + 0.1, (first.mean(), flag.mean())  # 0.27 -> 0.52 when written
+    kept, again = np.flatnonzero(first), np.flatnonzero(~first)
+    before, after = once.layers["levels"].toarray(), redrawn.layers["levels"].toarray()
+    assert np.array_equal(after[kept], before[kept])  # confirmed cells are the first draw's
+    assert np.array_equal(redrawn.X[kept].toarray(), once.X[kept].toarray())
+    assert (after[again] != before[again]).any(1).all()  # every other cell was drawn anew
+    assert np.array_equal(redrawn.obs["n_genes"].to_numpy(), (after > 0).sum(1))
+    assert list(redrawn.obs["cell_type"]) == list(once.obs["cell_type"])

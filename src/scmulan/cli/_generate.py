@@ -125,6 +125,14 @@ def register(commands: Any, *, parents: list[argparse.ArgumentParser]) -> None:
         "reference when the model recorded them)",
     )
     sampling.add_argument(
+        "--redraws",
+        type=int,
+        default=None,
+        metavar="N",
+        help="draw a cell again, up to N times, when the model's own annotation does not return its requested cell "
+        "type (obs 'type_confirmed'; default: 2 given a cell-type condition and no gene prompt, else 0)",
+    )
+    sampling.add_argument(
         "--max-length", type=positive_int, default=None, metavar="N", help="longest sentence (default: the model's)"
     )
     add_runtime_options(parser)
@@ -197,6 +205,7 @@ def run_generate(args: argparse.Namespace) -> str:
         level_guidance=args.level_guidance,
         guidance_steps=args.guidance_steps,
         gene_counts=args.gene_counts,
+        redraws=args.redraws,
         seed=args.seed,
         max_length=args.max_length,
         batch_size=args.batch_size,

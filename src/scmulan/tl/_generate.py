@@ -29,6 +29,7 @@ def generate(
     level_guidance: float = 1.0,
     guidance_steps: int | None = None,
     gene_counts: Literal["reference", "model"] | None = None,
+    redraws: int | None = None,
     seed: int = 0,
     max_length: int | None = None,
     batch_size: int = 64,
@@ -71,6 +72,10 @@ def generate(
         ``"reference"``: each cell's number of genes is drawn from training cells of its condition; ``"model"``:
         the model's stop decides. ``None``: ``"reference"`` for models that recorded their training cells' gene
         counts (trained with this version), else ``"model"``.
+    redraws
+        The model annotates the cells it generated; a cell whose requested cell type it does not return is drawn
+        again, up to ``redraws`` times (``obs['type_confirmed']`` says which cells were confirmed). ``None``: 2 when
+        a condition names a cell type and no gene is prompted (next-entity models trained on annotation), else 0.
     seed
         Same seed, batch size and device give the same cells.
     max_length
@@ -80,7 +85,8 @@ def generate(
 
     Returns
     -------
-    A new AnnData (cells × model genes): ``obs`` holds the conditions plus ``n_genes`` and ``ended``;
+    A new AnnData (cells × model genes): ``obs`` holds the conditions plus ``n_genes``, ``ended`` and, when cells
+    were checked, ``type_confirmed``;
     ``layers['levels']`` the generated levels (1..10, 0 = not generated); ``X`` the levels de-binned to
     log-normalised units with the per-gene, per-level means the model learned from its training data (for the
     imported original checkpoint, which has none, ``level / 10``: the fraction of the cell's maximum);
@@ -100,6 +106,7 @@ def generate(
         level_guidance=level_guidance,
         guidance_steps=guidance_steps,
         gene_counts=gene_counts,
+        redraws=redraws,
         seed=seed,
         max_length=max_length,
         batch_size=batch_size,

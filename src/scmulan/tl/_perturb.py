@@ -43,7 +43,8 @@ def perturb(
 
     Control cells are generated from ``conditions`` alone; perturbed cells from the same conditions with ``genes``
     held at the given levels (levels 1..10 put the gene in every perturbed cell at that level, 0 knocks it out),
-    with the same seed. With the next-entity objective the generation sentence lists genes from the most to the
+    with the same seed. Neither arm is redrawn (:func:`scmulan.tl.generate`'s ``redraws`` is 0 here): a perturbed cell
+    whose cell type changed is the result. With the next-entity objective the generation sentence lists genes from the most to the
     least expressed, so a gene is held in the prompt, before every generated gene: a high level (a driver gene
     over-expressed) matches what the model learnt best.
 
@@ -98,6 +99,7 @@ def perturb(
         "top_p": top_p,
         "guidance": guidance,
         "gene_counts": gene_counts,
+        "redraws": 0,  # matched pairs: a perturbed cell whose type changed is the result, not a draw to redo
         "seed": seed,
         "batch_size": batch_size,
         "device": device,
