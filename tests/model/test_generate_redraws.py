@@ -50,7 +50,7 @@ def test_the_same_seed_gives_the_same_redrawn_cells(trained, condition, redrawn)
 
 def test_the_default_redraws_a_cell_type_condition_and_nothing_else(trained, condition):
     typed = trained.generate(condition, 4, **COMMON)
-    assert typed.uns["scmulan_generate"]["params"]["redraws"] == scmulan.model.DEFAULT_REDRAWS == 2
+    assert typed.uns["scmulan_generate"]["params"]["redraws"] == 2  # the documented default
     assert "type_confirmed" in typed.obs
     organ = trained.vocab.categories("organ")[0]
     for kwargs in (  # no cell type to confirm; a perturbation keeps the cells whose type it changed

@@ -1,7 +1,7 @@
 """The scvi-tools model class :class:`~scmulan.SCMULAN` (imports torch, Lightning and scvi-tools)."""
 
 from ._calibration import Calibration, calibrate
-from ._generation import DEFAULT_REDRAWS, default_guidance, default_redraws
+from ._generation import default_guidance, default_redraws
 from ._model import SCMULAN
 from ._parts import ModelParts
 from ._pretrained import clear_pretrained_cache, load_pretrained, resolve_model
@@ -9,7 +9,6 @@ from ._reliability import expected_calibration_error, reliability_bins
 from ._training_defaults import default_epochs, default_task_shares
 
 __all__ = [
-    "DEFAULT_REDRAWS",
     "SCMULAN",
     "Calibration",
     "ModelParts",
