@@ -16,7 +16,7 @@ def build_net(
     bias: bool = False,
     std: float = 0.3,
     seed: int = 0,
-    gene_bag: bool | str = False,
+    gene_bag: bool = False,
 ) -> CSentenceTransformer:
     """A random network in eval mode, fp32 on CPU.
 

@@ -15,11 +15,7 @@ TOL = 1e-5
 V = 40
 
 
-_NETS = {
-    "plain": H.build_net(V),
-    "gene_bag": H.build_net(V, gene_bag=True),
-    "gene_bag_generation": H.build_net(V, gene_bag="generation"),
-}
+_NETS = {"plain": H.build_net(V), "gene_bag": H.build_net(V, gene_bag=True)}
 
 
 @pytest.fixture(scope="module", params=list(_NETS))
@@ -238,34 +234,12 @@ def test_the_gene_bag_adds_the_scaled_level_weighted_sum_of_the_genes_so_far():
         assert _maxdiff(hidden[t] - without[t], expected) < TOL
 
 
-def test_the_generation_gene_bag_reaches_gene_positions_only():
-    # gene_bag="generation": the full bag where the input is a gene (a next-gene prediction), none at the task and
-    # field tokens, where labels and metadata are predicted; the same weights give the same bag
-    everywhere = H.build_net(V, gene_bag=True, seed=2)
-    genes_only, plain = H.build_net(V, gene_bag="generation"), H.build_net(V)
-    genes_only.load_state_dict(everywhere.state_dict())
-    plain.load_state_dict(everywhere.state_dict(), strict=False)
-    ids = torch.tensor([5, 7, 9, 5, 11, 13, 2])
-    levels = torch.tensor([0, 3, 0, 10, 1, 2, 0])
-    with torch.inference_mode():
-        full, gated, without = (net(ids[None], levels[None])[0] for net in (everywhere, genes_only, plain))
-    gene = levels > 0
-    assert _maxdiff(gated[gene], full[gene]) == 0.0
-    assert _maxdiff(gated[~gene], without[~gene]) == 0.0
-    assert _maxdiff(full[~gene][1:], without[~gene][1:]) > 1e-2  # the bag is not zero there (first: no gene yet)
-
-
-def test_a_gene_bag_mode_that_does_not_exist_is_refused():
-    with pytest.raises(ValueError, match=r"`gene_bag` must be one of \(False, True, 'generation'\), got 'labels'"):
-        TransformerConfig(vocab_size=10, gene_bag="labels")
-
-
 def test_the_gene_bag_is_off_for_the_original_and_for_models_saved_without_it():
     assert not TransformerConfig.from_preset("scmulan-v1").gene_bag
     # off in every preset too (it cost 0.07-0.16 atlas macro-F1 with `small`; benchmarks/README.md "Gene bag"), on when asked
     assert not any(TransformerConfig.from_preset(name, vocab_size=10).gene_bag for name in ("tiny", "small", "base"))
     assert TransformerConfig.from_preset("small", vocab_size=10, gene_bag=True).gene_bag
     assert not TransformerConfig.from_dict({"vocab_size": 10}).gene_bag
-    for gene_bag in (False, True, "generation"):
+    for gene_bag in (False, True):
         config = TransformerConfig(vocab_size=30, n_embd=16, n_head=2, n_layer=1, gene_bag=gene_bag)
         assert CSentenceTransformer(config).num_parameters() == config.n_params()

@@ -365,7 +365,6 @@ class CSentenceTransformer(nn.Module):
         does not represent well from a few hundred cells. Only genes carry levels > 0, so prompt, metadata and
         padding tokens add nothing; the sum is causal (it runs along the sentence, within each packed sentence, and
         continues from ``cache``). During training whole genes are dropped from the bag with the network's dropout.
-        With ``gene_bag="generation"`` the summary is kept only at positions whose input is a gene.
         """
         lv = levels.to(self.gene_bag.weight.dtype)[..., None]  # (B, T, 1)
         is_gene = (levels > 0).to(lv.dtype)[..., None]
@@ -384,10 +383,7 @@ class CSentenceTransformer(nn.Module):
                 total = total + cache.gene_bag[:, None, :-1]
                 count = count + cache.gene_bag[:, None, -1:]
             cache.gene_bag = torch.cat([total[:, -1], count[:, -1]], dim=-1)
-        bag = total / count.clamp(min=1).sqrt()
-        if self.config.gene_bag == "generation":  # only where the input is a gene: the next-gene predictions
-            bag = bag * is_gene
-        return bag
+        return total / count.clamp(min=1).sqrt()
 
     @staticmethod
     def _attention_mask(
