@@ -384,14 +384,11 @@ def model_flops(config, prompt_lengths: np.ndarray, n_steps: int = 3) -> float:
     return float(matmul + attention + heads)
 
 
-def matmul_peak(device, dtype: str, n: int | None = None, seconds: float = 2.0) -> float:
-    """Measured FLOP/s of a big square ``torch.matmul`` in ``dtype`` (the best of a timed loop)."""
+def matmul_rate(a, b, device, seconds: float = 2.0) -> float:
+    """Measured FLOP/s of ``a @ b`` (2-D) on ``device``: the best of timed loops of 10 products, after a warm-up."""
     import torch
 
-    torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
-    n = n or (8192 if device.type == "cuda" else 1024)
-    a = torch.randn(n, n, device=device, dtype=torch_dtype)
-    b = torch.randn(n, n, device=device, dtype=torch_dtype)
+    flops = 2 * a.shape[0] * a.shape[1] * b.shape[1]
     for _ in range(3):
         torch.matmul(a, b)
     _sync(device)
@@ -401,8 +398,19 @@ def matmul_peak(device, dtype: str, n: int | None = None, seconds: float = 2.0) 
         for _ in range(10):
             torch.matmul(a, b)
         _sync(device)
-        best = max(best, 10 * 2 * n**3 / (time.perf_counter() - t0))
+        best = max(best, 10 * flops / (time.perf_counter() - t0))
     return best
+
+
+def matmul_peak(device, dtype: str, n: int | None = None, seconds: float = 2.0) -> float:
+    """Measured FLOP/s of a big square ``torch.matmul`` in ``dtype`` (the best of a timed loop)."""
+    import torch
+
+    torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+    n = n or (8192 if device.type == "cuda" else 1024)
+    a = torch.randn(n, n, device=device, dtype=torch_dtype)
+    b = torch.randn(n, n, device=device, dtype=torch_dtype)
+    return matmul_rate(a, b, device, seconds)
 
 
 # ---------------------------------------------------------------------------- one preset

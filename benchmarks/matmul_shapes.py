@@ -4,7 +4,7 @@ The annotation throughput benchmark divides useful FLOPs by the FLOP/s of a big 
 (``tiny``: width 64) reaches a smaller fraction of that peak than a wide one. This script asks whether its linear
 layers could do better at all: it times ``(rows x d) @ (d x 3d)`` (attention in-projection), ``(d x d)`` (its
 out-projection), ``(d x 4d)`` and ``(4d x d)`` (the MLP) at the widths and row counts given, each the best of timed
-loops of 10 products, and reports each as a fraction of the square peak measured in the same process
+loops of 10 products (:func:`annotation_throughput.matmul_rate`), and reports each as a fraction of the square peak measured in the same process
 (:func:`annotation_throughput.matmul_peak`), plus the FLOP-weighted fraction of a block's four products.
 
     python benchmarks/matmul_shapes.py                                  # widths 64 and 128, one thread
@@ -18,23 +18,9 @@ import time
 
 import torch
 from _compare import markdown_table, setup_runtime, write_report
-from annotation_throughput import matmul_peak
+from annotation_throughput import matmul_peak, matmul_rate
 
 PRODUCTS = {"qkv": (1, 3), "attn_out": (1, 1), "mlp_in": (1, 4), "mlp_out": (4, 1)}  # (k, n) in units of d
-
-
-def product_rate(m: int, k: int, n: int, seconds: float) -> float:
-    """FLOP/s of ``(m x k) @ (k x n)`` in fp32 on the CPU: the best of timed loops of 10 products."""
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    for _ in range(3):
-        a @ b
-    best, start = 0.0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        for _ in range(10):
-            a @ b
-        best = max(best, 10 * 2 * m * k * n / (time.perf_counter() - t0))
-    return best
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,7 +39,11 @@ def main(argv: list[str] | None = None) -> None:
     for d in args.widths:
         for m in args.rows:
             shapes = {name: (m, k * d, n * d) for name, (k, n) in PRODUCTS.items()}
-            rates = {name: product_rate(*shape, args.seconds) for name, shape in shapes.items()}
+            cpu = torch.device("cpu")
+            rates = {
+                name: matmul_rate(torch.randn(m, k), torch.randn(k, n), cpu, args.seconds)
+                for name, (m, k, n) in shapes.items()
+            }
             flops = {name: 2 * m * k * n for name, (m, k, n) in shapes.items()}
             block = sum(flops.values()) / sum(flops[name] / rates[name] for name in shapes)
             runs.append(
