@@ -78,8 +78,13 @@ INT8 = "ours_int8"  # --int8: annotate(quantize=True), the CPU's opt-in int8 pat
 # --wide-batches: ours_constrained with the accelerators' token budget on the CPU too (batch_size cells per pass, as
 # before the CPU budget of scmulan.model._inference.decoding_token_budget)
 WIDE = "ours_wide_batches"
-# --aten-gelu: ours_constrained with torch's own tanh-GELU kernel at inference (before scmulan.nn.model.tanh_gelu)
+# --aten-gelu: ours_constrained with torch's own tanh-GELU kernel after each MLP's first linear layer (before
+# scmulan.nn.model.tanh_gelu and linear_tanh_gelu)
 ATEN_GELU = "ours_aten_gelu"
+# --unfused-gelu: ours_constrained with scmulan's x * sigmoid(2u) after the linear layer (before linear_tanh_gelu
+# fused the GELU into oneDNN's matrix product)
+UNFUSED_GELU = "ours_unfused_gelu"
+GELU_VARIANTS = (ATEN_GELU, UNFUSED_GELU)
 
 
 # ---------------------------------------------------------------------------- memory
@@ -228,11 +233,13 @@ def methods(args) -> tuple[str, ...]:
     """The methods of a run: with ``--dtype bf16`` also the fp32 baseline (the reference of ``ours_legacy``); with
     ``--int8`` also ``ours_int8`` (``annotate(quantize=True)``: int8 dynamic quantisation of the linear layers, CPU);
     with ``--wide-batches`` also ``ours_wide_batches`` (the CPU token budget raised to the accelerators' one); with
-    ``--aten-gelu`` also ``ours_aten_gelu`` (torch's tanh-GELU kernel instead of ``scmulan.nn.model.tanh_gelu``)."""
+    ``--aten-gelu`` also ``ours_aten_gelu`` (torch's tanh-GELU kernel after the MLP's linear layer); with
+    ``--unfused-gelu`` also ``ours_unfused_gelu`` (scmulan's ``tanh_gelu`` after it, not fused into the product)."""
     extra = (
         ((INT8,) if getattr(args, "int8", False) else ())
         + ((WIDE,) if getattr(args, "wide_batches", False) else ())
         + ((ATEN_GELU,) if getattr(args, "aten_gelu", False) else ())
+        + ((UNFUSED_GELU,) if getattr(args, "unfused_gelu", False) else ())
     )
     return METHODS + extra + ((BASELINE_FP32,) if args.dtype == "bf16" else ())
 
@@ -318,12 +325,13 @@ def run_method(name: str, model, adata, prompts, args, device):
         wide = 16 * model.module.config.n_embd * _inference.ACCELERATOR_MAX_TOKENS
         with mock.patch.object(_inference, "CPU_ACTIVATION_BYTES", wide):
             return run_method("ours_constrained", model, adata, prompts, args, device)
-    if name == ATEN_GELU:
+    if name in GELU_VARIANTS:
         import torch.nn.functional as F
 
         from scmulan.nn import model as network
 
-        with mock.patch.object(network, "tanh_gelu", lambda x: F.gelu(x, approximate="tanh")):
+        gelu = (lambda x: F.gelu(x, approximate="tanh")) if name == ATEN_GELU else network.tanh_gelu
+        with mock.patch.object(network, "linear_tanh_gelu", lambda linear, x: gelu(linear(x))):
             return run_method("ours_constrained", model, adata, prompts, args, device)
     labels, embedding = model.annotate(
         adata,
@@ -495,7 +503,7 @@ def bench_preset(args, preset: str, workdir: Path, peak_flops: dict[str, float])
                 best[name] = min(best[name], time.perf_counter() - t0)
         for name, cells in cells_of.items():
             n = cells.n_obs
-            constrained = name in ("ours_constrained", WIDE, ATEN_GELU)
+            constrained = name in ("ours_constrained", WIDE, *GELU_VARIANTS)
             steps = max(2, len(model.annotation_fields)) if constrained else 3
             tokens = lengths[:n].sum() + steps * n  # prompt tokens + decoded tokens
             flops = model_flops(model.module.config, lengths[:n], steps)
@@ -536,15 +544,16 @@ def bench_preset(args, preset: str, workdir: Path, peak_flops: dict[str, float])
         agreement["wide_batches_labels_equal_fraction"] = float(
             np.mean(outputs[WIDE][0] == outputs["ours_constrained"][0])
         )
-    if ATEN_GELU in results:  # the same decoding with torch's tanh-GELU kernel
-        results["ours_constrained"]["speedup_vs_aten_gelu"] = (
-            results["ours_constrained"]["cells_per_s"] / results[ATEN_GELU]["cells_per_s"]
+    for variant in (v for v in GELU_VARIANTS if v in results):  # the same decoding with another GELU
+        key = variant.removeprefix("ours_")
+        results["ours_constrained"][f"speedup_vs_{key}"] = (
+            results["ours_constrained"]["cells_per_s"] / results[variant]["cells_per_s"]
         )
-        agreement["aten_gelu_labels_equal_fraction"] = float(
-            np.mean(outputs[ATEN_GELU][0] == outputs["ours_constrained"][0])
+        agreement[f"{key}_labels_equal_fraction"] = float(
+            np.mean(outputs[variant][0] == outputs["ours_constrained"][0])
         )
-        agreement["aten_gelu_min_embedding_cosine"] = _min_cosine(outputs[ATEN_GELU][1], outputs["ours_constrained"][1])
-    for name in ("ours_constrained", "ours_legacy", *(m for m in (INT8, WIDE, ATEN_GELU) if m in results)):
+        agreement[f"{key}_min_embedding_cosine"] = _min_cosine(outputs[variant][1], outputs["ours_constrained"][1])
+    for name in ("ours_constrained", "ours_legacy", *(m for m in (INT8, WIDE, *GELU_VARIANTS) if m in results)):
         reference = reference_baseline(name, args)
         results[name]["speedup_vs"] = reference
         results[name]["speedup_vs_baseline"] = results[name]["cells_per_s"] / results[reference]["cells_per_s"]
@@ -598,13 +607,15 @@ def _table(report: dict) -> str:
                 f"{run['methods']['ours_constrained']['speedup_vs_wide_batches']:.2f}x cells/s, labels equal "
                 f"{100 * a['wide_batches_labels_equal_fraction']:.1f}%"
             )
-        if "aten_gelu_labels_equal_fraction" in a:
-            lines.append(
-                f"{'':<11} tanh_gelu vs {ATEN_GELU}: "
-                f"{run['methods']['ours_constrained']['speedup_vs_aten_gelu']:.2f}x cells/s, labels equal "
-                f"{100 * a['aten_gelu_labels_equal_fraction']:.1f}%, min embedding cosine "
-                f"{a['aten_gelu_min_embedding_cosine']:.6f}"
-            )
+        for variant in GELU_VARIANTS:
+            key = variant.removeprefix("ours_")
+            if f"{key}_labels_equal_fraction" in a:
+                lines.append(
+                    f"{'':<11} ours_constrained vs {variant}: "
+                    f"{run['methods']['ours_constrained'][f'speedup_vs_{key}']:.2f}x cells/s, labels equal "
+                    f"{100 * a[f'{key}_labels_equal_fraction']:.1f}%, min embedding cosine "
+                    f"{a[f'{key}_min_embedding_cosine']:.6f}"
+                )
         if "int8_vs_fp32_labels_equal_fraction" in a:
             int8 = run["methods"][INT8]
             lines.append(
@@ -703,10 +714,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--aten-gelu",
         action="store_true",
-        help="also time annotate() with torch's own tanh-GELU kernel (F.gelu) instead of scmulan's x * sigmoid(2u) "
-        "at CPU inference",
+        help="also time annotate() with torch's own tanh-GELU kernel (F.gelu) after the MLP's first linear layer "
+        "instead of scmulan's (fused into the product at CPU inference)",
     )
-    p.add_argument("--child", choices=(*METHODS, BASELINE_FP32, INT8, WIDE, ATEN_GELU), help=argparse.SUPPRESS)
+    p.add_argument(
+        "--unfused-gelu",
+        action="store_true",
+        help="also time annotate() with scmulan's x * sigmoid(2u) GELU after the MLP's first linear layer instead of "
+        "fused into oneDNN's matrix product",
+    )
+    p.add_argument("--child", choices=(*METHODS, BASELINE_FP32, INT8, WIDE, *GELU_VARIANTS), help=argparse.SUPPRESS)
     p.add_argument("--child-inputs", help=argparse.SUPPRESS)
     p.add_argument("--child-n-cells", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)

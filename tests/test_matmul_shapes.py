@@ -1,4 +1,4 @@
-"""benchmarks/matmul_shapes.py runs at toy sizes and reports each product as a fraction of the square peak."""
+"""benchmarks/matmul_shapes.py runs at toy sizes and reports each product, and attention, as a fraction of the peak."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def test_the_shape_benchmark_writes_a_fraction_per_product(tmp_path, monkeypatch
     threads = torch.get_num_threads()
     try:
         matmul_shapes.main(
-            ["--widths", "8", "--rows", "16", "--seconds", "0.01", "--peak-seconds", "0.05", "--out", str(out)]
+            ["--widths", "8", "--rows", "16", "--lengths", "5", "--head-width", "4", "--seconds", "0.01"]
+            + ["--peak-seconds", "0.05", "--out", str(out)]
         )
     finally:
         torch.set_num_threads(threads)
@@ -33,3 +34,13 @@ def test_the_shape_benchmark_writes_a_fraction_per_product(tmp_path, monkeypatch
     assert all(f > 0 for f in run["fraction"].values())
     assert min(run["fraction"].values()) <= run["block"] <= max(run["fraction"].values())
     assert "| 8 | 16 |" in results["table_markdown"]
+    (attention,) = results["attention"]
+    assert (attention["width"], attention["head_width"], attention["length"]) == (8, 4, 5)
+    assert attention["cells"] >= 1
+    assert attention["attention_fraction"] > 0
+    assert attention["linear_fraction"] > 0
+    assert 0 < attention["attention_flop_share"] < 1
+    # the ceiling is a FLOP-weighted harmonic mean of the two rates: between them
+    low, high = sorted((attention["attention_fraction"], attention["linear_fraction"]))
+    assert low * (1 - 1e-9) <= attention["ceiling"] <= high * (1 + 1e-9)
+    assert "| 8 | 5 |" in results["attention_table_markdown"]

@@ -1,4 +1,7 @@
-"""tanh_gelu: torch's tanh-GELU everywhere; at CPU inference computed as x * sigmoid(2u), the same function."""
+"""tanh_gelu: torch's tanh-GELU everywhere; at CPU inference computed as x * sigmoid(2u), the same function.
+
+linear_tanh_gelu: a linear layer then tanh_gelu; at float32 CPU inference fused into oneDNN's matrix product.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scmulan.nn.model import TanhGELU, tanh_gelu
+from scmulan.nn import model as network
+from scmulan.nn.model import TanhGELU, linear_tanh_gelu, tanh_gelu
 
 _EDGES = [0.0, -0.0, 1e-30, -1e-30, 1e4, -1e4, 3e38, -3e38, float("inf"), float("-inf"), float("nan")]
 
@@ -66,3 +70,66 @@ def test_a_network_gives_the_same_outputs_at_inference_as_with_autograd():
         at_inference = net(ids[None], levels[None])  # x * sigmoid(2u)
     assert not torch.equal(at_inference, with_autograd.detach())  # the other path was taken
     assert torch.allclose(at_inference, with_autograd.detach(), atol=1e-5, rtol=1e-5)
+
+
+def _unfused(linear: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(linear(x), approximate="tanh")
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_then_gelu_at_inference_is_the_unfused_function_within_rounding(bias):
+    linear = torch.nn.Linear(64, 256, bias=bias)
+    x = 3 * torch.randn(2, 33, 64)
+    with torch.inference_mode():
+        ours, expected = linear_tanh_gelu(linear, x), _unfused(linear, x)
+        strided = linear_tanh_gelu(linear, x.transpose(0, 1))  # a non-contiguous input
+        empty = linear_tanh_gelu(linear, x[:, :0])
+    assert ours.shape == expected.shape == (2, 33, 256)
+    assert torch.allclose(ours, expected, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(strided, expected.transpose(0, 1), atol=1e-5, rtol=1e-5)
+    assert empty.shape == (2, 0, 256)
+
+
+def test_the_fused_kernel_is_used_at_cpu_inference_where_torch_has_it(monkeypatch):
+    if not network._fused_linear_gelu_available():
+        pytest.skip("this torch has no oneDNN fused linear + GELU (torch.ops.mkldnn._linear_pointwise)")
+
+    def unfused_path(x):
+        msg = "tanh_gelu called: the fused kernel was not used"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr(network, "tanh_gelu", unfused_path)
+    linear = torch.nn.Linear(16, 32)
+    with torch.no_grad():
+        linear_tanh_gelu(linear, torch.randn(4, 16))  # fused: does not reach tanh_gelu
+
+
+def test_without_the_fused_kernel_or_with_autograd_the_unfused_path_runs(monkeypatch):
+    linear = torch.nn.Linear(16, 32)
+    x = torch.randn(4, 16, requires_grad=True)
+    y = linear_tanh_gelu(linear, x)  # autograd: torch's kernel, exactly, and differentiable
+    assert torch.equal(y, _unfused(linear, x))
+    y.sum().backward()
+    assert x.grad is not None
+    assert linear.weight.grad is not None
+    monkeypatch.setattr(network, "_FUSED_LINEAR_GELU", False)  # a torch without the kernel
+    with torch.no_grad():
+        assert torch.equal(linear_tanh_gelu(linear, x), tanh_gelu(linear(x)))
+    with torch.no_grad():  # float64 and quantised layers never take the fused kernel
+        monkeypatch.setattr(network, "_FUSED_LINEAR_GELU", None)
+        double = linear.double()
+        assert torch.equal(linear_tanh_gelu(double, x.double()), tanh_gelu(double(x.double())))
+
+
+def test_a_failing_probe_leaves_the_unfused_path(monkeypatch):
+    class NoKernel:
+        def __getattr__(self, name):
+            raise AttributeError(name)
+
+    monkeypatch.setattr(network, "_FUSED_LINEAR_GELU", None)
+    monkeypatch.setattr(torch.ops, "mkldnn", NoKernel())
+    assert network._fused_linear_gelu_available() is False
+    linear = torch.nn.Linear(8, 8)
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        assert torch.equal(linear_tanh_gelu(linear, x), tanh_gelu(linear(x)))

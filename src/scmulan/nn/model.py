@@ -43,7 +43,7 @@ class KVCache:
             for store in (self.keys, self.values):
                 old = store[i]
                 if old is not None:
-                    new = old.new_zeros(*old.shape[:2], new_capacity, old.shape[3])
+                    new = old.new_empty(*old.shape[:2], new_capacity, old.shape[3])  # read only where written
                     new[:, :, : self.length] = old[:, :, : self.length]
                     store[i] = new
         if self.key_mask is not None:
@@ -62,8 +62,8 @@ class KVCache:
         start, stop = self.length, self.length + k.shape[2]
         if self.keys[layer] is None:
             shape = (k.shape[0], k.shape[1], self.capacity, k.shape[3])
-            self.keys[layer] = k.new_zeros(shape)
-            self.values[layer] = v.new_zeros(shape)
+            self.keys[layer] = k.new_empty(shape)  # a position is read only after it was written
+            self.values[layer] = v.new_empty(shape)
         self.keys[layer][:, :, start:stop] = k
         self.values[layer][:, :, start:stop] = v
         return self.keys[layer][:, :, :stop], self.values[layer][:, :, :stop]
@@ -162,10 +162,10 @@ def tanh_gelu(x: Tensor) -> Tensor:
     Tensor
         ``F.gelu(x, approximate="tanh")``. In float32 or float64 on the CPU without autograd (inference) it is
         computed as ``x * sigmoid(2u)`` with ``u = sqrt(2/pi) (x + 0.044715 x^3)``, the same function (since
-        ``1 + tanh(u) = 2 sigmoid(2u)``) in five in-place passes over one new tensor, which on this project's CPU
-        (AVX2) take less time than torch's CPU kernel for the tanh form (benchmarks/README.md, "The GELU on a
-        CPU"). The two differ by float32 rounding (at most 1e-6 of ``max(1, |x|)``). Training, GPUs and reduced
-        precision use torch's kernel.
+        ``1 + tanh(u) = 2 sigmoid(2u)``) in four passes over one new tensor (``addcmul``, then three in place),
+        which on this project's CPUs (AVX2, AVX-512) take less time than torch's CPU kernel for the tanh form
+        (benchmarks/README.md, "The GELU on a CPU"). The two differ by float32 rounding (at most 1e-6 of
+        ``max(1, |x|)``). Training, GPUs and reduced precision use torch's kernel.
     """
     if (
         x.device.type != "cpu"
@@ -173,9 +173,64 @@ def tanh_gelu(x: Tensor) -> Tensor:
         or (x.requires_grad and torch.is_grad_enabled())
     ):
         return F.gelu(x, approximate="tanh")
-    u = x.square()
-    u.mul_(0.044715 * _TWO_SQRT_2_OVER_PI).add_(_TWO_SQRT_2_OVER_PI).mul_(x)  # 2u
+    # 2u = x (c + 0.044715 c x^2) with c = 2 sqrt(2/pi): one fused multiply-add pass (addcmul), then one more multiply
+    u = torch.addcmul(x.new_tensor(_TWO_SQRT_2_OVER_PI), x, x, value=0.044715 * _TWO_SQRT_2_OVER_PI).mul_(x)
     return u.sigmoid_().mul_(x)
+
+
+#: Whether this torch has oneDNN's fused linear + tanh-GELU (None: not probed yet; see _fused_linear_gelu_available)
+_FUSED_LINEAR_GELU: bool | None = None
+
+
+def _fused_linear_gelu_available() -> bool:
+    """Probe once whether ``torch.ops.mkldnn._linear_pointwise`` computes ``F.gelu(linear(x), approximate="tanh")``.
+
+    It is the kernel torch's own compiler emits for this pattern on a CPU, not a public API, so it is checked on a
+    small input against the unfused function instead of trusted: a torch without it (a build without oneDNN, an
+    older or newer version) keeps the unfused path.
+    """
+    global _FUSED_LINEAR_GELU  # probed once per process
+    if _FUSED_LINEAR_GELU is None:
+        try:
+            gen = torch.Generator().manual_seed(0)
+            x, w, b = (torch.randn(shape, generator=gen) for shape in ((4, 8), (16, 8), (16,)))
+            fused = torch.ops.mkldnn._linear_pointwise(x, w, b, "gelu", [], "tanh")
+            _FUSED_LINEAR_GELU = torch.allclose(fused, F.gelu(F.linear(x, w, b), approximate="tanh"), atol=1e-5)
+        except (AttributeError, RuntimeError, NotImplementedError):
+            _FUSED_LINEAR_GELU = False
+    return _FUSED_LINEAR_GELU
+
+
+def linear_tanh_gelu(linear: nn.Module, x: Tensor) -> Tensor:
+    """``tanh_gelu(linear(x))``: a linear layer followed by the tanh-approximate GELU.
+
+    Parameters
+    ----------
+    linear
+        The layer (an :class:`torch.nn.Linear`, or any module mapping ``x`` to the GELU's input, such as a
+        dynamically quantised linear layer).
+    x
+        Inputs ``(..., in_features)``.
+
+    Returns
+    -------
+    Tensor
+        ``F.gelu(linear(x), approximate="tanh")`` ``(..., out_features)``. At float32 CPU inference (no autograd)
+        with a plain :class:`~torch.nn.Linear` the GELU runs inside oneDNN's matrix product, on each block of the
+        output while it is in the cache, instead of in further passes over the whole output: 1.2-1.4x on a width-64
+        network's forward pass over short sentences (benchmarks/README.md, "The GELU on a CPU"). The result is the
+        same function within float32 rounding. Elsewhere (training, GPUs, other precisions, a torch without the
+        kernel) it is :func:`tanh_gelu` of the layer's output.
+    """
+    if (
+        type(linear) is nn.Linear
+        and x.device.type == "cpu"
+        and x.dtype == linear.weight.dtype == torch.float32
+        and not torch.is_grad_enabled()
+        and _fused_linear_gelu_available()
+    ):
+        return torch.ops.mkldnn._linear_pointwise(x, linear.weight, linear.bias, "gelu", [], "tanh")
+    return tanh_gelu(linear(x))
 
 
 class TanhGELU(nn.Module):
@@ -197,7 +252,7 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, T, C) -> (B, T, C)``."""
-        return self.dropout(self.proj(tanh_gelu(self.fc(x))))
+        return self.dropout(self.proj(linear_tanh_gelu(self.fc, x)))
 
 
 class Block(nn.Module):
