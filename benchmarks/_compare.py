@@ -85,6 +85,12 @@ def add_common_args(parser) -> None:
         default=DEFAULT_ATLAS["marker_strength"],
         help="synthetic atlas cell-type signal (the data set's default: %(default)s)",
     )
+    parser.add_argument(
+        "--batch-strength",
+        type=float,
+        default=1.0,
+        help="synthetic atlas technology effects (the data set's default: %(default)s; 0: none)",
+    )
     parser.add_argument("--scvi-epochs", type=int, default=100, help="scVI epochs (default: %(default)s)")
     parser.add_argument("--scanvi-epochs", type=int, default=20, help="scANVI epochs (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
@@ -143,11 +149,16 @@ def load_pbmc():
 
 def load_atlas(args):
     """``scmulan.datasets.synthetic_atlas`` of the command line's size, seed and marker strength, prepared (X
-    log-normalised, ``layers['counts']`` raw counts). Technology batch effects at the data set's default strength."""
+    log-normalised, ``layers['counts']`` raw counts). Technology batch effects at ``--batch-strength`` (the data set's
+    default strength unless given)."""
     import scmulan
 
     data = scmulan.datasets.synthetic_atlas(
-        n_cells=args.atlas_cells, n_genes=args.atlas_genes, marker_strength=args.marker_strength, seed=args.atlas_seed
+        n_cells=args.atlas_cells,
+        n_genes=args.atlas_genes,
+        marker_strength=args.marker_strength,
+        batch_strength=getattr(args, "batch_strength", 1.0),
+        seed=args.atlas_seed,
     )
     scmulan.pp.prepare(data)
     return data
@@ -279,7 +290,14 @@ def atlas_model(args, ref, seed: int):
         batch_size=args.batch_size,
         device=args.device,
         retrain=args.retrain,
-        extra_key={"c": args.atlas_cells, "g": args.atlas_genes, "as": args.atlas_seed, "ms": args.marker_strength},
+        extra_key={
+            "c": args.atlas_cells,
+            "g": args.atlas_genes,
+            "as": args.atlas_seed,
+            "ms": args.marker_strength,
+            # only when changed, so that the keys of models saved before the option stay valid
+            **({"bs": args.batch_strength} if getattr(args, "batch_strength", 1.0) != 1.0 else {}),
+        },
         network=args.network,
     )
 
