@@ -56,7 +56,6 @@ VARIANTS: dict[str, tuple[dict, dict, dict]] = {
     "lr1e3": ({}, {}, {"lr": 1e-3}),  # a third of the default peak learning rate below width 256 (3e-3)
     "swa_half": ({}, {}, {"average_from": 0.5}),  # the weights averaged over the epochs of the second half
     "gene_bag": ({"gene_bag": True}, {}, {}),  # a linear path from the gene levels to the heads
-    "gene_bag_labels": ({"gene_bag": "labels"}, {}, {}),  # the same path to the label and metadata predictions only
     "bce_balanced": ({}, {"label_loss": "bce"}, {}),
     "ann_sample3": ({}, {}, {"tasks": ("generation", "annotation"), "task_weights": (1.0, 3.0)}),
     "ann_sample3_loss3": (

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 GENERATION_OBJECTIVES = ("next", "set")
-GENE_BAG_MODES = (False, True, "labels")
 
 # name -> sizes. Parameter counts are for the vocabulary size in brackets (they scale with |V| through the
 # entity embedding, the two heads and, where it is on, the gene bag).
@@ -92,7 +91,7 @@ class TransformerConfig:
     head_bias: bool = True
     dropout: float = 0.0
     generation_objective: str = "set"
-    gene_bag: bool | str = False
+    gene_bag: bool = False
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_layer", "n_head", "n_embd", "n_levels"):
@@ -104,9 +103,6 @@ class TransformerConfig:
             raise ValueError(msg)
         if not 0.0 <= self.dropout < 1.0:
             msg = f"`dropout` must be in [0, 1), got {self.dropout}."
-            raise ValueError(msg)
-        if self.gene_bag not in GENE_BAG_MODES:
-            msg = f"`gene_bag` must be one of {GENE_BAG_MODES}, got {self.gene_bag!r}."
             raise ValueError(msg)
         if self.generation_objective not in GENERATION_OBJECTIVES:
             msg = f"`generation_objective` must be one of {GENERATION_OBJECTIVES}, got {self.generation_objective!r}."

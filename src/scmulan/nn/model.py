@@ -438,10 +438,7 @@ class CSentenceTransformer(nn.Module):
                 total = total + cache.gene_bag[:, None, :-1]
                 count = count + cache.gene_bag[:, None, -1:]
             cache.gene_bag = torch.cat([total[:, -1], count[:, -1]], dim=-1)
-        bag = total / count.clamp(min=1).sqrt()
-        if self.config.gene_bag == "labels":  # only where the input is not a gene: label and metadata predictions
-            bag = bag * (1 - is_gene)
-        return bag
+        return total / count.clamp(min=1).sqrt()
 
     @staticmethod
     def _attention_mask(
