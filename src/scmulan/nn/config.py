@@ -14,8 +14,9 @@ GENERATION_OBJECTIVES = ("next", "set")
 # fine macro-F1 of the default multitask recipe from 0.571 to 0.680 with the generation loss within 0.5 %
 # (benchmarks/annotation_ablation.py, README "Annotation ablation").
 # The gene bag (a linear path from the gene levels to the heads) is off in every preset: with `small` it raised PBMC
-# fine macro-F1 from 0.656 to 0.698 (5 splits) but lowered the atlas's (several technologies) from 0.868 to 0.745
-# (3 splits), and with `tiny` the atlas's from 0.849 to 0.785 (5 splits) (README "Gene bag").
+# fine macro-F1 from 0.656 to 0.698 (5 splits) but lowered the atlas's from 0.868 to 0.745 (3 splits; also without
+# its technology effects, 0.837 to 0.748 on one split), and with `tiny` the atlas's from 0.849 to 0.785 (5 splits)
+# (README "Gene bag").
 _OWN = {"dropout": 0.1, "generation_objective": "next"}
 PRESETS: dict[str, dict[str, Any]] = {
     # tests and CI: ~0.1M parameters + 3 * |V| * 64
@@ -77,9 +78,9 @@ class TransformerConfig:
         Add to the final hidden state a linear summary of the genes seen so far: ``sum_g level_g * W[g] / sqrt(n)``
         over the ``n`` gene tokens up to each position, with a learnt ``(vocab_size, n_embd)`` table ``W`` that
         starts at zero. Through the heads this adds a logistic regression on the expression levels to the label
-        logits (a wide-and-deep network). ``False`` in every preset (it helps a reference from one technology and
-        hurts one pooled from several: see the annotation guide), for the original checkpoint and for models saved
-        before this field existed.
+        logits (a wide-and-deep network). ``False`` in every preset (it helped PBMC and hurt the synthetic atlas, with
+        or without its technology effects: see the annotation guide), for the original checkpoint and for models
+        saved before this field existed.
     """
 
     vocab_size: int
