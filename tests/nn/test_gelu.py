@@ -94,14 +94,16 @@ def test_the_fused_kernel_is_used_at_cpu_inference_where_torch_has_it(monkeypatc
     if not network._fused_linear_gelu_available():
         pytest.skip("this torch has no oneDNN fused linear + GELU (torch.ops.mkldnn._linear_pointwise)")
 
-    def unfused_path(x):
-        msg = "tanh_gelu called: the fused kernel was not used"
-        raise AssertionError(msg)
-
-    monkeypatch.setattr(network, "tanh_gelu", unfused_path)
+    calls = []
+    monkeypatch.setattr(network, "tanh_gelu", lambda x: calls.append(x) or F.gelu(x, approximate="tanh"))
     linear = torch.nn.Linear(16, 32)
+    x = torch.randn(4, 16)
     with torch.no_grad():
-        linear_tanh_gelu(linear, torch.randn(4, 16))  # fused: does not reach tanh_gelu
+        fused = linear_tanh_gelu(linear, x)  # the fused kernel: tanh_gelu is not called
+        assert calls == []
+        assert torch.allclose(fused, _unfused(linear, x), atol=1e-5, rtol=1e-5)
+        linear_tanh_gelu(torch.nn.Linear(16, 32).double(), x.double())  # float64: the unfused path calls it
+    assert len(calls) == 1
 
 
 def test_without_the_fused_kernel_or_with_autograd_the_unfused_path_runs(monkeypatch):
